@@ -1,0 +1,60 @@
+"""Backpropagation through time: full (``bptt``) and truncated (``tbptt-k``).
+
+The reference the online methods are measured against. The loss of every step is
+kept in the autograd graph; at the end of a window of k steps (or at
+:meth:`flush`, for full BPTT at the end of the sequence) one backward pass writes
+
+    dL/dθ = Σ_t dL_t/dθ   (paths through h only within the window)
+
+into ``.grad`` and the state is detached, so the next window starts a new graph.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from .estimator import Estimator
+
+
+class TruncatedBPTT(Estimator):
+    """``truncation=None`` is full BPTT: the gradient is written only by :meth:`flush`."""
+
+    def __init__(self, model, batch_size, *, truncation: int | None = None, **kwargs):
+        if truncation is not None and (not isinstance(truncation, int) or truncation < 1):
+            raise ValueError(f"truncation must be a positive int or None, got {truncation!r}")
+        self.truncation = truncation
+        super().__init__(model, batch_size, **kwargs)
+        self.name = "bptt" if truncation is None else f"tbptt-{truncation}"
+        self._pending_loss = None
+        self._window = 0
+
+    def step(self, x, targets):
+        self._check_step_inputs(x, targets)
+        self.gradient_ready = False
+        self.steps += 1
+        with torch.enable_grad():
+            h = self.cell(x, self.h)
+            self._check_finite("hidden state h_t", h.detach())
+            losses = self.model.lane_losses(h, targets)
+            self._check_finite("loss", losses.detach())
+            step_loss = (losses * self._lane_weights).sum()
+        self._pending_loss = step_loss if self._pending_loss is None else self._pending_loss + step_loss
+        self.h = h
+        self._window += 1
+        if self.truncation is not None and self._window == self.truncation:
+            self.flush()
+        return losses.detach()
+
+    def flush(self):
+        if self._pending_loss is not None:
+            self._pending_loss.backward()
+            self.gradient_ready = True
+        self._pending_loss = None
+        self._window = 0
+        self.h = self.h.detach()
+
+    def step_lane_gradients(self, x, targets):
+        raise NotImplementedError(
+            f"{self.name} computes one gradient for all lanes by backprop; use kl.gradient_samples, "
+            f"which runs deterministic methods on one lane"
+        )

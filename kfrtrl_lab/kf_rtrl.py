@@ -1,0 +1,73 @@
+"""Kronecker-factored RTRL (algorithms.md, section 3).
+
+Per lane the influence estimate is one Kronecker product G'_t = u_t ⊗ A_t with
+u ∈ R^{m+n+1}, A ∈ R^{n×rn}. One step:
+
+    B_t = H_t A_{t-1}                                   (the one O(r n³) product)
+    p1 = sqrt(‖B_t‖/‖u_{t-1}‖),  p2 = sqrt(‖D_t‖/‖x̂_t‖),  c1, c2 ∈ {±1} fresh per lane
+    u_t = c1 p1 u_{t-1} + c2 p2 x̂_t
+    A_t = c1 B_t / p1 + c2 D_t / p2
+    dL_t/dW ≈ u_tᵀ ((∂L_t/∂h_t) A_t)
+
+E[c1 c2] = 0 makes E[u_t ⊗ A_t] = H_t (u_{t-1} ⊗ A_{t-1}) + x̂_t ⊗ D_t, so the
+estimate is unbiased for any positive p1, p2; the p's minimise the step's variance.
+A term whose factor has zero norm (after a reset u = 0) is dropped (its sign set to
+0), so the first step after a reset gives u ⊗ A = c2² x̂ ⊗ D = F_t exactly.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from .estimator import Estimator, rademacher
+
+
+class KFRTRL(Estimator):
+    name = "kf-rtrl"
+    stochastic = True
+
+    def _init_influence(self):
+        c, B = self.cell, self.batch_size
+        self.u = torch.zeros(B, c.extended_size, device=self.device, dtype=self.dtype)
+        self.A = torch.zeros(B, c.hidden_size, c.gate_blocks * c.hidden_size, device=self.device, dtype=self.dtype)
+
+    @property
+    def kron_factors(self):
+        """(u_t (B, m+n+1), A_t (B, n, r·n)): G'_t = u_t ⊗ A_t per lane."""
+        return self.u, self.A
+
+    def _reset_influence(self, lanes):
+        self.u[lanes] = 0.0
+        self.A[lanes] = 0.0
+
+    def _advance(self, x):
+        cell, u = self.cell, self.u
+        B, n, r = self.batch_size, cell.hidden_size, cell.gate_blocks
+        x_hat = cell.extended_input(x, self.h)
+        h, d, a = cell.derivatives(cell.preactivation(x_hat), self.h)
+        propagated = torch.bmm(cell.recurrent_jacobian(d, a), self.A)  # B_t = H_t A_{t-1}
+
+        norm_b = propagated.flatten(1).norm(dim=1)
+        norm_u = u.norm(dim=1)
+        norm_d = d.flatten(1).norm(dim=1)  # ‖D_t‖_F: D's only nonzeros are the r diagonals
+        norm_x = x_hat.norm(dim=1)  # ≥ 1 thanks to the bias entry
+        live1 = (norm_b > 0) & (norm_u > 0)
+        live2 = norm_d > 0
+        tiny = torch.finfo(self.dtype).tiny
+        p1 = torch.where(live1, (norm_b / norm_u.clamp_min(tiny)).sqrt(), torch.ones_like(norm_b))
+        p2 = torch.where(live2, (norm_d / norm_x).sqrt(), torch.ones_like(norm_d))
+        signs = rademacher((B, 2), self.generator, self.dtype, self.device)
+        c1 = signs[:, 0] * live1
+        c2 = signs[:, 1] * live2
+
+        self.u = (c1 * p1)[:, None] * u + (c2 * p2)[:, None] * x_hat
+        A = propagated.mul_((c1 / p1)[:, None, None])
+        # + c2 D_t / p2, written straight onto the r diagonals: A[b, j, k·n + j] += … d^k_j
+        A.view(B, n, r, n).diagonal(dim1=1, dim2=3).add_((c2 / p2)[:, None, None] * d)
+        self.A, self.h = A, h
+
+    def recurrent_gradient(self, dl_dh, per_lane=False):
+        dl_dA = torch.bmm(dl_dh[:, None, :], self.A).squeeze(1)  # (B, r·n)
+        if per_lane:
+            return self.u[:, :, None] * dl_dA[:, None, :]
+        return self.u.T @ dl_dA

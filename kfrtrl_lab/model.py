@@ -1,0 +1,64 @@
+"""A Kronecker-class cell with a linear softmax readout.
+
+    y_t = softmax([h_t, 1] W_out),   L_t = cross-entropy(y_t, target_t)   (nats)
+
+The readout is not recurrent, so every estimator takes its gradient exactly by
+backprop through this one step; only the cell's W needs an influence estimate.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from .cells import Cell
+
+
+class RecurrentModel(nn.Module):
+    def __init__(self, cell: Cell, output_size: int, init_std: float | None = None):
+        super().__init__()
+        if not isinstance(cell, Cell):
+            raise ValueError(f"cell must be a kfrtrl_lab Cell (TanhRNN, RHN, ...), got {type(cell).__name__}")
+        if not isinstance(output_size, int) or isinstance(output_size, bool) or output_size < 2:
+            raise ValueError(f"output_size must be an int >= 2, got {output_size!r}")
+        self.cell = cell
+        self.output_size = output_size
+        if init_std is None:
+            init_std = cell.default_init_std(cell.input_size, cell.hidden_size)
+        self.readout = nn.Parameter(torch.randn(cell.hidden_size + 1, output_size) * init_std)
+
+    @property
+    def input_size(self) -> int:
+        return self.cell.input_size
+
+    @property
+    def hidden_size(self) -> int:
+        return self.cell.hidden_size
+
+    def logits(self, h: torch.Tensor) -> torch.Tensor:
+        """[h_t, 1] W_out, shape (B, k)."""
+        n = self.cell.hidden_size
+        return h @ self.readout[:n] + self.readout[n]
+
+    def lane_losses(self, h: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+        """Per-lane cross-entropy in nats, (B,)."""
+        return F.cross_entropy(self.logits(h), targets, reduction="none")
+
+    def readout_step(self, h: torch.Tensor, targets: torch.Tensor, lane_weights: torch.Tensor):
+        """Exact one-step backprop of L = Σ_b w_b ℓ_b through the readout.
+
+        With δ_b = w_b (softmax(logits_b) − onehot(target_b)):
+            ∂L/∂h_t = δ W_outᵀ (recurrent rows),   ∂L/∂W_out = [h_t, 1]ᵀ δ.
+        Returns (ℓ (B,) in nats, ∂L/∂h_t (B, n), ∂L/∂W_out). The recurrent part of
+        the gradient is the estimator's job.
+        """
+        n = self.cell.hidden_size
+        log_probs = torch.log_softmax(self.logits(h), dim=1)
+        losses = -log_probs.gather(1, targets[:, None]).squeeze(1)
+        delta = log_probs.exp()
+        delta[torch.arange(len(targets), device=targets.device), targets] -= 1
+        delta *= lane_weights[:, None]
+        dl_dh = delta @ self.readout[:n].T
+        d_readout = torch.cat([h.T @ delta, delta.sum(0, keepdim=True)], dim=0)
+        return losses, dl_dh, d_readout
