@@ -6,8 +6,7 @@ PY := $(VENV)/bin/python
 # The pinned CPU build first, so nothing later pulls a multi-GB CUDA torch.
 TORCH_SPEC ?= torch==2.13.0
 EXTRAS ?= test,notebooks,dev
-STAMP := $(VENV)/.installed-$(subst $(comma),-,$(EXTRAS))
-comma := ,
+STAMP := $(VENV)/.installed
 THREADS ?= 2
 
 .PHONY: test reports bench venv clean
