@@ -53,6 +53,16 @@ class TruncatedBPTT(Estimator):
         self._window = 0
         self.h = self.h.detach()
 
+    @property
+    def resumable(self):
+        return self._pending_loss is None
+
+    def state_dict(self):
+        if not self.resumable:
+            raise RuntimeError(f"{self.name}: cannot save in the middle of a window; call flush() first "
+                               f"or save when gradient_ready is True")
+        return super().state_dict()
+
     def step_lane_gradients(self, x, targets):
         raise NotImplementedError(
             f"{self.name} computes one gradient for all lanes by backprop; use kl.gradient_samples, "

@@ -28,6 +28,8 @@ class Estimator:
     name: str = ""
     #: True when the gradient is a random variable (different seeds, different estimates).
     stochastic: bool = False
+    #: Attributes holding per-lane state, saved by :meth:`state_dict`.
+    state_names: tuple[str, ...] = ("h",)
 
     def __init__(self, model: RecurrentModel, batch_size: int, *, reduction: str = "mean", seed: int | None = None):
         if not isinstance(model, RecurrentModel):
@@ -115,6 +117,26 @@ class Estimator:
             d_weight = self.recurrent_gradient(dl_dh, per_lane=per_lane)
             self._check_finite("recurrent gradient estimate (influence state)", d_weight, lanes_first=per_lane)
         return losses, d_readout, d_weight
+
+    @property
+    def resumable(self) -> bool:
+        """True when :meth:`state_dict` captures everything (windowed BPTT: between windows)."""
+        return True
+
+    def state_dict(self) -> dict:
+        """Everything needed to continue exactly: lane states, influence, random stream."""
+        return {"method": self.name, "batch_size": self.batch_size, "steps": self.steps,
+                "generator": self.generator.get_state(),
+                "tensors": {k: getattr(self, k).detach().clone() for k in self.state_names}}
+
+    def load_state_dict(self, state: dict) -> None:
+        if state["method"] != self.name or state["batch_size"] != self.batch_size:
+            raise ValueError(f"checkpoint holds {state['method']} with batch {state['batch_size']}, "
+                             f"this estimator is {self.name} with batch {self.batch_size}")
+        self.steps = state["steps"]
+        self.generator.set_state(state["generator"])
+        for k, v in state["tensors"].items():
+            setattr(self, k, v.to(device=self.device, dtype=self.dtype).clone())
 
     # -- validation --------------------------------------------------------------------
     def _lane_mask(self, lanes) -> torch.Tensor:

@@ -25,6 +25,7 @@ from .estimator import Estimator, rademacher
 class KFRTRL(Estimator):
     name = "kf-rtrl"
     stochastic = True
+    state_names = ("h", "u", "A")
 
     def _init_influence(self):
         c, B = self.cell, self.batch_size

@@ -15,6 +15,7 @@ from .estimator import Estimator
 
 class RTRL(Estimator):
     name = "rtrl"
+    state_names = ("h", "influence")
 
     def _init_influence(self):
         c = self.cell

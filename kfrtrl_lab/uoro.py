@@ -23,6 +23,7 @@ from .estimator import Estimator, rademacher
 class UORO(Estimator):
     name = "uoro"
     stochastic = True
+    state_names = ("h", "state_factor", "param_factor")
     eps = 1e-7
 
     def _init_influence(self):

@@ -1,0 +1,115 @@
+"""The online trainer: curriculum task, checkpoints, exact resume, divergence."""
+
+import json
+import math
+
+import pytest
+import torch
+
+from kfrtrl_lab.__main__ import main
+from kfrtrl_lab.copy_task import BLANK, MARKER, CopyTask
+from kfrtrl_lab.train import Diverged, RunConfig, train
+
+
+def test_copy_sequences_follow_the_official_layout():
+    task = CopyTask(batch_size=3, seed=0)
+    task.t_max = 6
+    seen = {b: ([], []) for b in range(3)}
+    starts_at = {b: [] for b in range(3)}
+    for t in range(60):
+        x, y, starts = task.next()
+        for b in range(3):
+            if starts[b]:
+                starts_at[b].append(t)
+            seen[b][0].append(int(x[b].argmax()))
+            seen[b][1].append(int(y[b]))
+        assert torch.equal(x.sum(1), torch.ones(3))
+    for b in range(3):
+        xs, ys = seen[b]
+        bounds = starts_at[b] + [None]
+        for s, e in zip(bounds[:-2], bounds[1:-1]):  # complete sequences only
+            inp, tgt = xs[s:e], ys[s:e]
+            T = (len(inp) - 2) // 2
+            assert len(inp) == 2 * T + 2 and 2 <= T <= 6  # T ~ U{max(1, T_max-4) .. T_max}
+            bits = inp[1 : T + 1]
+            assert inp == [MARKER, *bits, *[BLANK] * (T + 1)]
+            assert tgt == [*[BLANK] * (T + 1), MARKER, *bits]
+            assert set(bits) <= {0, 1}
+    # lanes are independent streams: their sequence boundaries differ
+    assert len({tuple(v) for v in starts_at.values()}) > 1
+
+
+def test_curriculum_rule():
+    task = CopyTask(batch_size=2, seed=0)
+    task.next()
+    assert task.t_max == 1 and task.ema == 1.0
+    task.observe(torch.tensor([0.5, 0.5]) * math.log(2))  # 0.5 bits
+    assert task.ema == pytest.approx(0.999 + 0.001 * 0.5)
+    task.ema = 0.1
+    while not task.next()[2].any():  # no change until a lane starts a sequence
+        assert task.t_max == 1
+    assert task.t_max == 2 and task.ema == 0.3
+
+
+def small(task="copy", **kw):
+    base = dict(task=task, method="kf-rtrl", hidden=8, batch=4, steps=120, lr=1e-2, log_every=10, seed=3)
+    return RunConfig(**{**base, **kw})
+
+
+@pytest.mark.parametrize("method", ["kf-rtrl", "uoro", "tbptt-4"])
+def test_resume_reproduces_the_uninterrupted_run_bit_for_bit(tmp_path, method):
+    config = small(method=method)
+    train(config, tmp_path / "full", progress=False)
+    train(config, tmp_path / "split", progress=False, stop_after=50)
+    first = torch.load(tmp_path / "split" / "checkpoint.pt", weights_only=False)
+    assert first["step"] == 52 if method == "tbptt-4" else first["step"] == 50  # tbptt stops between windows
+    train(config, tmp_path / "split", resume=True, progress=False)
+    a = torch.load(tmp_path / "full" / "checkpoint.pt", weights_only=False)
+    b = torch.load(tmp_path / "split" / "checkpoint.pt", weights_only=False)
+    for k in a["model"]:
+        assert torch.equal(a["model"][k], b["model"][k]), k
+    strip = lambda p: [{k: v for k, v in json.loads(line).items() if k not in ("steps_per_s", "wall_s")}  # noqa: E731
+                       for line in p.read_text().splitlines()]
+    assert strip(tmp_path / "full" / "metrics.jsonl") == strip(tmp_path / "split" / "metrics.jsonl")
+    summary = json.loads((tmp_path / "split" / "summary.json").read_text())
+    assert summary["status"] == "finished" and summary["steps_done"] == 120
+    assert summary["config"]["method"] == method and summary["threads"] >= 1
+
+
+def test_a_run_folder_is_not_overwritten_and_resume_checks_the_config(tmp_path):
+    train(small(steps=20), tmp_path, progress=False)
+    with pytest.raises(FileExistsError, match="resume"):
+        train(small(steps=20), tmp_path, progress=False)
+    with pytest.raises(ValueError, match="configuration differs"):
+        train(small(steps=40, lr=0.5), tmp_path, resume=True, progress=False)
+    train(small(steps=40), tmp_path, resume=True, progress=False)  # more steps is fine
+    assert json.loads((tmp_path / "summary.json").read_text())["steps_done"] == 40
+
+
+def test_divergence_stops_clearly_and_keeps_the_last_good_checkpoint(tmp_path):
+    config = small(steps=200)
+    train(config, tmp_path, progress=False, stop_after=30)
+    good = torch.load(tmp_path / "checkpoint.pt", weights_only=False)
+    with torch.no_grad():  # poison the saved weights as a diverging optimiser would
+        poisoned = dict(good)
+        poisoned["model"] = {k: v.clone() for k, v in good["model"].items()}
+        poisoned["model"]["cell.weight"][0, 0] = float("nan")
+    torch.save(poisoned, tmp_path / "checkpoint.pt")
+    with pytest.raises(Diverged, match="diverged at step 31.*checkpoint"):
+        train(config, tmp_path, resume=True, progress=False)
+    kept = torch.load(tmp_path / "checkpoint.pt", weights_only=False)
+    assert kept["step"] == 30  # the divergent state was not written over it
+    assert json.loads((tmp_path / "summary.json").read_text())["status"] == "diverged"
+
+
+def test_cli_trains_and_reports(tmp_path, capsys):
+    rc = main(["train", "copy", "--method", "uoro", "--hidden", "8", "--batch", "2", "--steps", "30",
+               "--log-every", "10", "--out", str(tmp_path / "run"), "--no-progress"])
+    assert rc == 0
+    out = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert out["status"] == "finished" and out["steps"] == 30 and "t_max" in out
+    with pytest.raises(SystemExit):
+        main(["train", "copy", "--method", "kf-rtrl", "--out", str(tmp_path / "x"), "--steps", "abc"])
+    capsys.readouterr()
+    rc = main(["train", "copy", "--method", "kfrtrl", "--out", str(tmp_path / "y"), "--steps", "5", "--no-progress"])
+    assert rc == 2 and "unknown method 'kfrtrl'" in capsys.readouterr().err
