@@ -270,7 +270,7 @@ class Vocabulary:
         return "".join(readable.get(s, s) for s in (self.symbols[i] for i in ids))
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)  # eq on tensors would be ambiguous
 class PTB:
     """The three splits as 1-D LongTensors of token ids, and the vocabulary built from train."""
 
@@ -397,3 +397,38 @@ def evaluate_bpc(model, ids: torch.Tensor, batch_size: int = 32, device: torch.d
         h = model.cell(one_hot[data[:, t]], h)
         total += model.lane_losses(h, data[:, t + 1]).sum(dtype=torch.float64)
     return total.item() / (n_lanes * (length - 1)) / math.log(2)
+
+
+class PTBTask:
+    """Character-level PTB as an online training task (algorithms.md, section 7).
+
+    B contiguous streams through the training text, state and influence reset every
+    ``reset_every`` characters; :meth:`evaluate` gives BPC on valid/test with the state carried.
+    Same protocol as :class:`~kfrtrl_lab.copy_task.CopyTask` (next, observe, metrics, state_dict).
+    """
+
+    def __init__(self, batch_size: int, reset_every: int | None = 100, data_dir=None, device="cpu",
+                 dtype: torch.dtype = torch.float32):
+        self.data = load_ptb(data_dir)
+        self.vocab = self.data.vocab
+        self.vocab_size = len(self.vocab)
+        self.stream = PTBStream(self.data.train, batch_size, self.vocab_size, reset_every, device, dtype)
+
+    def next(self):
+        return next(self.stream)
+
+    def observe(self, losses_nats: torch.Tensor) -> float:
+        """Training loss of the step in bits per character."""
+        return float(losses_nats.mean()) / math.log(2)
+
+    def metrics(self) -> dict:
+        return {"epoch": round(self.stream.epoch + self.stream.t / self.stream.steps_per_epoch, 4)}
+
+    def evaluate(self, model, split: str = "valid", batch_size: int = 32) -> dict:
+        return {f"{split}_bpc": evaluate_bpc(model, self.data[split], batch_size=batch_size)}
+
+    def state_dict(self) -> dict:
+        return self.stream.state_dict()
+
+    def load_state_dict(self, state: dict) -> None:
+        self.stream.load_state_dict(state)

@@ -216,7 +216,8 @@ def train(config: RunConfig, out: str | os.PathLike, resume: bool = False, progr
     with _StopFlag() as stop, metrics_path.open("a") as log:
         while step < config.steps:
             x, y, starts = task.next()
-            est.reset(starts)
+            if starts.any():
+                est.reset(starts)
             try:
                 losses = est.step(x, y)
                 loss_bits = task.observe(losses)

@@ -113,3 +113,24 @@ def test_cli_trains_and_reports(tmp_path, capsys):
     capsys.readouterr()
     rc = main(["train", "copy", "--method", "kfrtrl", "--out", str(tmp_path / "y"), "--steps", "5", "--no-progress"])
     assert rc == 2 and "unknown method 'kfrtrl'" in capsys.readouterr().err
+
+
+PTB_DIR = __import__("pathlib").Path(__file__).resolve().parents[2] / "shared" / "data" / "ptb"
+
+
+@pytest.mark.skipif(not (PTB_DIR / "ptb.char.train.txt").exists(), reason="no local PTB copy")
+def test_ptb_training_resumes_exactly_and_evaluates(tmp_path, capsys):
+    config = small("ptb", hidden=8, batch=4, steps=60, reset_every=25, eval_every=30, eval_batch=256,
+                   data_dir=str(PTB_DIR))
+    train(config, tmp_path / "full", progress=False)
+    train(config, tmp_path / "split", progress=False, stop_after=35)
+    train(config, tmp_path / "split", resume=True, progress=False)
+    rows = [json.loads(x) for x in (tmp_path / "split" / "metrics.jsonl").read_text().splitlines()]
+    full = [json.loads(x) for x in (tmp_path / "full" / "metrics.jsonl").read_text().splitlines()]
+    assert [r["valid_bpc"] for r in rows if "valid_bpc" in r] == [r["valid_bpc"] for r in full if "valid_bpc" in r]
+    assert len([r for r in rows if "valid_bpc" in r]) == 2
+    assert 4 < rows[-1]["valid_bpc"] < 6  # barely trained: near log2(50) = 5.64
+    capsys.readouterr()
+    assert main(["eval", "ptb", "--checkpoint", str(tmp_path / "split" / "checkpoint.pt"), "--split", "test",
+                 "--batch", "256", "--data-dir", str(PTB_DIR)]) == 0
+    assert 4 < json.loads(capsys.readouterr().out)["test_bpc"] < 6
