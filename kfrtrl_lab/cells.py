@@ -98,9 +98,12 @@ class Cell(nn.Module):
         O(r n²) per lane; used where H multiplies a matrix (KF-RTRL, RTRL).
         """
         n, r = self.hidden_size, self.gate_blocks
-        # (W_h^k)ᵀ for every block k: (r, n_out, n_in)
-        w_h_t = self.weight[self.recurrent_rows].view(n, r, n).permute(1, 2, 0)
-        H = torch.einsum("bkj,kji->bji", d, w_h_t)
+        # (W_h^k)ᵀ for every block k, (r, n_out, n_in), made contiguous once so that each block's
+        # contribution is one broadcast multiply-add over (B, n, n) rather than many tiny products
+        w_h_t = self.weight[self.recurrent_rows].view(n, r, n).permute(1, 2, 0).contiguous()
+        H = d[:, 0, :, None] * w_h_t[0]
+        for k in range(1, r):
+            H.addcmul_(d[:, k, :, None], w_h_t[k])
         H.diagonal(dim1=1, dim2=2).add_(a)
         return H
 

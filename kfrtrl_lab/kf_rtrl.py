@@ -31,10 +31,15 @@ class KFRTRL(Estimator):
         c, B = self.cell, self.batch_size
         self.u = torch.zeros(B, c.extended_size, device=self.device, dtype=self.dtype)
         self.A = torch.zeros(B, c.hidden_size, c.gate_blocks * c.hidden_size, device=self.device, dtype=self.dtype)
+        # B_t is written into a second buffer that swaps roles with A every step: a fresh
+        # multi-MB tensor per step would be page-faulted in again whenever the allocator
+        # returned its memory to the system
+        self._spare = torch.empty_like(self.A)
 
     @property
     def kron_factors(self):
-        """(u_t (B, m+n+1), A_t (B, n, r·n)): G'_t = u_t ⊗ A_t per lane."""
+        """(u_t (B, m+n+1), A_t (B, n, r·n)): G'_t = u_t ⊗ A_t per lane. A_t's storage is reused
+        two steps later: clone it to keep it."""
         return self.u, self.A
 
     def _reset_influence(self, lanes):
@@ -46,7 +51,8 @@ class KFRTRL(Estimator):
         B, n, r = self.batch_size, cell.hidden_size, cell.gate_blocks
         x_hat = cell.extended_input(x, self.h)
         h, d, a = cell.derivatives(cell.preactivation(x_hat), self.h)
-        propagated = torch.bmm(cell.recurrent_jacobian(d, a), self.A)  # B_t = H_t A_{t-1}
+        propagated = torch.bmm(cell.recurrent_jacobian(d, a), self.A, out=self._spare)  # B_t = H_t A_{t-1}
+        self._spare = self.A
 
         norm_b = propagated.flatten(1).norm(dim=1)
         norm_u = u.norm(dim=1)

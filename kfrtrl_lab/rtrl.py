@@ -23,6 +23,7 @@ class RTRL(Estimator):
             self.batch_size, c.hidden_size, c.extended_size, c.gate_blocks, c.hidden_size,
             device=self.device, dtype=self.dtype,
         )
+        self._spare = torch.empty_like(self.influence)  # swaps with G each step (see KFRTRL)
 
     def _reset_influence(self, lanes):
         self.influence[lanes] = 0.0
@@ -32,7 +33,9 @@ class RTRL(Estimator):
         B, n = G.shape[0], G.shape[1]
         x_hat = cell.extended_input(x, self.h)
         h, d, a = cell.derivatives(cell.preactivation(x_hat), self.h)
-        G = torch.bmm(cell.recurrent_jacobian(d, a), G.view(B, n, -1)).view_as(G)
+        G_new = self._spare
+        torch.bmm(cell.recurrent_jacobian(d, a), G.view(B, n, -1), out=G_new.view(B, n, -1))
+        self._spare, G = G, G_new
         # F_t is nonzero only where the parameter's output unit l equals the unit j:
         # G[b, j, i, k, j] += x̂_i d^k_j
         G.diagonal(dim1=1, dim2=4).add_(x_hat[:, :, None, None] * d[:, None, :, :])

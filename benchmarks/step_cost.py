@@ -1,0 +1,365 @@
+"""Cost of one online-learning step for each gradient estimator, on the RHN cell.
+
+What is measured, for every method and hidden size n (RHN cell, B = 32 lanes, float32,
+input and output size m = k = 50 as for character-level PTB), on the CPU and, when
+torch.cuda.is_available(), on the GPU:
+
+* ms/step: ``est.step(x, y)`` - forward step, influence update and the ``.grad``
+  accumulation the optimiser reads. Steps run in blocks of 16 (one whole window of
+  tbptt-16, so its one backward pass per window lands in every block alike); after
+  warm-up blocks, the median block time over several repeats, divided by 16. Grads are
+  zeroed between blocks, outside the timed region. Inputs are pre-made one-hot x and
+  random targets, so no data generation is timed.
+* peak MB/step: the estimator's persistent state (bytes of the tensors it keeps between
+  steps) plus the highest transient allocation above that during one block of 16 steps
+  (for tbptt-16: the autograd graph of its window). On CPU the transient comes from
+  torch.profiler's allocator events (profile_memory=True), on GPU from
+  torch.cuda.max_memory_allocated() after reset_peak_memory_stats(). Model parameters and
+  their .grad (the same for every method) are not counted.
+* bare H·A: ``torch.bmm(H, A)`` with H (B, n, n) and A (B, n, 2n), the one O(n³) product
+  of a KF-RTRL step, timed the same way on the same threads and device. KF-RTRL step /
+  bare H·A says how far a step is from that floor.
+
+RTRL (O(n⁴) time, O(n³·B) memory) runs only where affordable: n <= 64 on CPU; on GPU
+when twice its influence tensor fits in a quarter of the device memory. Skips are printed.
+
+Run from the repository root:
+
+    PYTHONPATH=. python benchmarks/step_cost.py --quick            # n = 32, 64; about a minute
+    PYTHONPATH=. python benchmarks/step_cost.py --threads 2 --json step_cost.json
+    PYTHONPATH=. python benchmarks/step_cost.py --sizes 64 128 --device cuda
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import platform
+import resource
+import statistics
+import time
+import warnings
+
+import torch
+import torch.nn.functional as F
+from torch.profiler import ProfilerActivity, profile, record_function
+
+import kfrtrl_lab as kl
+
+B, M, K = 32, 50, 50  # lanes, input size, output size (char-level PTB-like)
+BLOCK = 16  # steps per timed block: a multiple of every truncation benchmarked
+METHODS = ("kf-rtrl", "uoro", "tbptt-1", "tbptt-16", "rtrl")
+R = kl.RHN.gate_blocks
+MB = 2**20
+NOISY = 1.2  # median block slower than this × the fastest: the run was disturbed
+STARVED = 0.7  # on cpu, fewer cores busy than this: other processes took the cores
+
+
+def parse_args():
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--quick", action="store_true", help="n in {32, 64}, fewer repeats (about a minute)")
+    p.add_argument("--sizes", type=int, nargs="+", help="hidden sizes n (default 32 64 128 256)")
+    p.add_argument("--device", choices=("cpu", "cuda", "all"), default="all",
+                   help="'all' (default): cpu, and cuda when available")
+    p.add_argument("--threads", type=int, default=2, help="torch.set_num_threads (default 2)")
+    p.add_argument("--json", metavar="PATH", help="also write the numbers as JSON")
+    args = p.parse_args()
+    args.sizes = args.sizes or ([32, 64] if args.quick else [32, 64, 128, 256])
+    args.warmup, args.repeats = (1, 3) if args.quick else (2, 7)
+    return args
+
+
+# -- environment ------------------------------------------------------------------------
+
+def cpu_model() -> str:
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def load_average() -> str:
+    # Other processes on the same cores make the thread pool wait; show it rather than hide it.
+    try:
+        return "%.2f %.2f %.2f" % os.getloadavg()
+    except OSError:
+        return "n/a"
+
+
+def print_header(devices):
+    print("step_cost: per-step cost of the gradient estimators, RHN cell")
+    print(f"torch {torch.__version__}; threads in use: {torch.get_num_threads()} "
+          f"(interop {torch.get_num_interop_threads()})")
+    print(f"CPU: {cpu_model()} ({os.cpu_count()} logical CPUs); load average at start: {load_average()}")
+    if "cuda" in devices:
+        print(f"GPU: {torch.cuda.get_device_name()}; TF32 matmul: {torch.backends.cuda.matmul.allow_tf32}")
+    print(f"B = {B}, m = k = {K}, float32; {BLOCK} steps per block; median of the timed blocks")
+    print()
+
+
+# -- measurement ------------------------------------------------------------------------
+
+def sync(device):
+    if device == "cuda":
+        torch.cuda.synchronize()
+
+
+def make_data(device, steps):
+    """One-hot inputs (steps, B, M) and int64 targets (steps, B), made before any timing."""
+    g = torch.Generator().manual_seed(1)
+    x = F.one_hot(torch.randint(0, M, (steps, B), generator=g), M).float()
+    y = torch.randint(0, K, (steps, B), generator=g)
+    return x.to(device), y.to(device)
+
+
+def time_blocks(run_block, device, warmup, repeats, before_block=lambda: None):
+    """Median and fastest wall time (s) of one block after warm-up blocks, cores busy, and
+    minor page faults per block.
+
+    Cores busy = process CPU time / wall time over the timed blocks. On an idle machine it
+    is at least 1 (the Python thread never waits for a core; idle pool threads spin), up to
+    the thread count. When other processes take the cores, the threads wait for a core at
+    every parallel region, steps slow down many-fold, and cores busy falls below 1.
+    Page faults count fresh memory the kernel had to map: a step that allocates a large new
+    tensor each time (instead of reusing a buffer) pays for faulting it in.
+    """
+    times, cpu, faults = [], 0.0, 0
+    for i in range(warmup + repeats):
+        before_block()  # untimed: grads are zeroed here
+        sync(device)
+        f0 = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
+        c0, t0 = time.process_time(), time.perf_counter()
+        run_block()
+        sync(device)
+        if i >= warmup:
+            times.append(time.perf_counter() - t0)
+            cpu += time.process_time() - c0
+            faults += resource.getrusage(resource.RUSAGE_SELF).ru_minflt - f0
+    return statistics.median(times), min(times), cpu / sum(times), faults / repeats
+
+
+def transient_peak_bytes(run_block, device):
+    """Highest allocation above the level at the start of one block."""
+    if device == "cuda":
+        sync(device)
+        base = torch.cuda.memory_allocated()
+        torch.cuda.reset_peak_memory_stats()
+        run_block()
+        sync(device)
+        return torch.cuda.max_memory_allocated() - base
+    # The profiler's note that it keeps one cycle's events is noise here: one cycle is all we read.
+    warnings.filterwarnings("ignore", message=".*Profiler clears events")
+    # CPU: replay the allocator's events. A priming block runs under the profiler first,
+    # so the frees of its blocks during the measured block are seen too (blocks allocated
+    # before profiling starts have no recorded size and would be missed).
+    with profile(activities=[ProfilerActivity.CPU], profile_memory=True) as prof:
+        run_block()
+        with record_function("measured_block"):
+            run_block()
+    events = prof.profiler.kineto_results.events()
+    mark = next(e for e in events if e.name() == "measured_block")
+    allocs = sorted((e.start_ns(), e.nbytes()) for e in events
+                    if e.name() == "[memory]" and mark.start_ns() <= e.start_ns() <= mark.end_ns())
+    level = peak = 0
+    for _, nbytes in allocs:
+        level += nbytes
+        peak = max(peak, level)
+    return peak
+
+
+def state_bytes(est) -> int:
+    """Bytes of the tensors the estimator keeps between steps (h, influence factors, ...)."""
+    return sum(v.numel() * v.element_size() for v in vars(est).values() if isinstance(v, torch.Tensor))
+
+
+def rtrl_skip_reason(n, device):
+    """Why RTRL is not run at this n on this device, or None when it is affordable."""
+    influence = B * n * (M + n + 1) * R * n * 4  # bytes of G, (B, n, m+n+1, r, n) float32
+    if device == "cpu" and n > 64:
+        return f"skipped on cpu above n = 64 (O(n^4) time; influence alone {influence / MB:.0f} MB)"
+    if device == "cuda" and 2 * influence > torch.cuda.get_device_properties(0).total_memory / 4:
+        return f"skipped: old + new influence {2 * influence / MB:.0f} MB > 1/4 of GPU memory"
+    return None
+
+
+def bench_method(method, n, device, args):
+    torch.manual_seed(0)  # same weights for every method at this n
+    model = kl.RecurrentModel(kl.RHN(M, n), output_size=K).to(device)
+    est = kl.make_estimator(method, model, B, seed=0)
+    xs, ys = make_data(device, BLOCK)
+
+    def run_block():
+        for t in range(BLOCK):
+            est.step(xs[t], ys[t])
+
+    def zero_grads():
+        model.zero_grad(set_to_none=False)
+
+    run_block()  # first call allocates .grad, so zeroing below has buffers to zero
+    median, fastest, busy, faults = time_blocks(run_block, device, args.warmup, args.repeats, zero_grads)
+    zero_grads()
+    transient = transient_peak_bytes(run_block, device)
+    state = state_bytes(est)
+    return {"ms": 1e3 * median / BLOCK, "ms_min": 1e3 * fastest / BLOCK, "cores_busy": busy,
+            "page_faults_per_step": faults / BLOCK, "state_bytes": state, "transient_bytes": transient, "peak_bytes": state + transient}
+
+
+def bench_bare_product(n, device, args):
+    """torch.bmm(H, A): the O(n³) floor of a KF-RTRL step."""
+    g = torch.Generator().manual_seed(2)
+    H = torch.randn(B, n, n, generator=g).to(device)
+    A = torch.randn(B, n, R * n, generator=g).to(device)
+
+    def run_block():
+        for _ in range(BLOCK):
+            torch.bmm(H, A)
+
+    median, fastest, busy, _ = time_blocks(run_block, device, args.warmup, args.repeats)
+    return {"ms": 1e3 * median / BLOCK, "ms_min": 1e3 * fastest / BLOCK, "cores_busy": busy}
+
+
+def loglog_slope(ns, ts):
+    """Least-squares slope of log t against log n."""
+    if len(ns) < 2:
+        return float("nan")
+    lx, ly = [math.log(v) for v in ns], [math.log(v) for v in ts]
+    mx, my = statistics.fmean(lx), statistics.fmean(ly)
+    return sum((a - mx) * (b - my) for a, b in zip(lx, ly)) / sum((a - mx) ** 2 for a in lx)
+
+
+# -- one device ---------------------------------------------------------------------------
+
+def run_device(device, args):
+    print(f"=== device: {device}" + (f" ({torch.cuda.get_device_name()})" if device == "cuda" else
+                                     f" ({torch.get_num_threads()} threads)"))
+    results, skipped, bare = {}, {}, {}
+    for n in args.sizes:
+        bare[n] = bench_bare_product(n, device, args)
+        for method in METHODS:
+            reason = rtrl_skip_reason(n, device) if method == "rtrl" else None
+            if reason:
+                skipped[(method, n)] = reason
+                continue
+            results[(method, n)] = bench_method(method, n, device, args)
+            r = results[(method, n)]
+            busy = (f"  cores busy {r['cores_busy']:.2f}  page faults/step {r['page_faults_per_step']:.0f}"
+                    if device == "cpu" else "")
+            print(f"  measured {method:>8} n={n:<4} {r['ms']:9.3f} ms/step (fastest block {r['ms_min']:.3f})"
+                  f"  peak {r['peak_bytes'] / MB:8.2f} MB{busy}", flush=True)
+    print()
+    report_device(device, args, results, skipped, bare)
+    return {"device": device, "bare_bmm": {str(n): v for n, v in bare.items()},
+            "results": [{"method": m, "n": n, **v} for (m, n), v in results.items()],
+            "skipped": [{"method": m, "n": n, "reason": v} for (m, n), v in skipped.items()],
+            "checks": checks(args, results, bare)}
+
+
+def table(title, args, cell):
+    print(title)
+    print(f"  {'method':>10}" + "".join(f"{'n=' + str(n):>12}" for n in args.sizes))
+    for method in METHODS:
+        print(f"  {method:>10}" + "".join(f"{cell(method, n):>12}" for n in args.sizes))
+    print()
+
+
+def checks(args, results, bare):
+    """The two targets, as numbers (None where not measured)."""
+    kf = {n: results[("kf-rtrl", n)]["ms"] / bare[n]["ms"] for n in args.sizes}
+    uoro = {n: results[("uoro", n)]["ms"] / results[("tbptt-1", n)]["ms"] for n in args.sizes}
+    return {"kf_rtrl_over_bare_HA": {str(n): v for n, v in kf.items()},
+            "kf_rtrl_over_bare_HA_at_256": kf.get(256),
+            "uoro_over_tbptt1": {str(n): v for n, v in uoro.items()}}
+
+
+def report_device(device, args, results, skipped, bare):
+    def flags(r):
+        low = device == "cpu" and r["cores_busy"] < STARVED
+        return ("*" if r["ms"] > NOISY * r["ms_min"] else "") + ("!" if low else "")
+
+    def ms(method, n):
+        r = results.get((method, n))
+        return f"{r['ms']:.3f}{flags(r):<2}" if r else "skipped  "
+
+    def peak(method, n):
+        r = results.get((method, n))
+        return f"{r['peak_bytes'] / MB:.2f}" if r else "skipped"
+
+    def state(method, n):
+        r = results.get((method, n))
+        return f"{r['state_bytes'] / MB:.2f}" if r else "skipped"
+
+    table(f"(a) ms/step on {device} (median block / {BLOCK})", args, ms)
+    print(f"  {'bare H·A':>10}" + "".join(f"{bare[n]['ms']:>10.3f}{flags(bare[n]):<2}" for n in args.sizes))
+    print(f"  marks: * median block > {NOISY}x the fastest block (timing disturbed)")
+    if device == "cpu":
+        busy = [r["cores_busy"] for r in [*results.values(), *bare.values()]]
+        print(f"         ! cores busy (process CPU time / wall) < {STARVED}: other processes took the cores, "
+              f"rerun on an idle machine")
+        print(f"  cores busy in this run: {min(busy):.2f} to {max(busy):.2f} (idle machine: 1 to {torch.get_num_threads()})")
+    print()
+    what = ("profiler allocator events" if device == "cpu" else "cuda.max_memory_allocated")
+    table(f"    peak MB/step on {device}: persistent state + highest transient in a {BLOCK}-step block "
+          f"({what}; parameters and .grad not counted)", args, peak)
+    table("    of which persistent state, MB", args, state)
+    for (method, n), reason in skipped.items():
+        print(f"  note: {method} at n={n}: {reason}")
+    if skipped:
+        print()
+
+    print("(b) log-log slope of time vs n (least squares over the n measured)")
+    for method in METHODS:
+        ns = [n for n in args.sizes if (method, n) in results]
+        slope = loglog_slope(ns, [results[(method, n)]["ms"] for n in ns])
+        print(f"  {method:>10}: {slope:5.2f}   (n = {', '.join(map(str, ns))})")
+    slope = loglog_slope(args.sizes, [bare[n]["ms"] for n in args.sizes])
+    print(f"  {'bare H·A':>10}: {slope:5.2f}")
+    print()
+
+    c = checks(args, results, bare)
+    print("(c) KF-RTRL step / bare H·A, same threads and device")
+    for n in args.sizes:
+        print(f"  n={n:<4} {results[('kf-rtrl', n)]['ms']:9.3f} / {bare[n]['ms']:8.3f} ms "
+              f"= {c['kf_rtrl_over_bare_HA'][str(n)]:5.2f}")
+    print()
+    print(f"targets on {device}:")
+    at256 = c["kf_rtrl_over_bare_HA_at_256"]
+    if at256 is None:
+        print("  KF-RTRL step / bare H·A at n=256: not measured (n = 256 not in --sizes) (target ≤ 1.5)")
+    else:
+        print(f"  KF-RTRL step / bare H·A at n=256: {at256:.2f} (target ≤ 1.5) {'PASS' if at256 <= 1.5 else 'MISS'}")
+    print("  UORO step / tbptt-1 step at each n: " + ", ".join(
+        f"n={n}: {v:.2f} {'PASS' if v <= 3 else 'MISS'}" for n, v in
+        ((int(n), v) for n, v in c["uoro_over_tbptt1"].items())) + " (target ≤ 3)")
+    print()
+
+
+def main():
+    args = parse_args()
+    torch.set_num_threads(args.threads)
+    devices = ["cpu"] if args.device in ("cpu", "all") else []
+    if args.device in ("cuda", "all"):
+        if torch.cuda.is_available():
+            devices.append("cuda")
+        elif args.device == "cuda":
+            raise SystemExit("--device cuda: torch.cuda.is_available() is False")
+    print_header(devices)
+    out = {"torch": torch.__version__, "threads": torch.get_num_threads(), "cpu": cpu_model(),
+           "gpu": torch.cuda.get_device_name() if "cuda" in devices else None,
+           "B": B, "m": M, "k": K, "block": BLOCK, "warmup_blocks": args.warmup,
+           "timed_blocks": args.repeats, "sizes": args.sizes,
+           "devices": [run_device(d, args) for d in devices]}
+    print(f"load average at end: {load_average()}")
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump(out, f, indent=1)
+        print(f"wrote {args.json}")
+
+
+if __name__ == "__main__":
+    main()
