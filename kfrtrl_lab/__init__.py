@@ -6,7 +6,7 @@
     loss = est.step(x_t, y_t)          # fills .grad; then optimizer.step()
 """
 
-from .analysis import gradient_samples, true_gradient
+from .analysis import cosine_to_exact, gradient_samples, relative_variance, true_gradient
 from .bptt import TruncatedBPTT
 from .cells import RHN, Cell, TanhRNN
 from .estimator import Estimator, NonFiniteError
@@ -19,6 +19,6 @@ from .uoro import UORO
 __all__ = [
     "Cell", "TanhRNN", "RHN", "RecurrentModel",
     "Estimator", "NonFiniteError", "TruncatedBPTT", "RTRL", "KFRTRL", "UORO",
-    "METHODS", "make_estimator", "true_gradient", "gradient_samples",
+    "METHODS", "make_estimator", "true_gradient", "gradient_samples", "relative_variance", "cosine_to_exact",
 ]
 __version__ = "0.1.0"

@@ -81,3 +81,15 @@ def gradient_samples(model: RecurrentModel, inputs: torch.Tensor, targets: torch
         _, lane_grads = est.step_lane_gradients(inputs[t].expand(samples, -1), targets[t].expand(samples))
         total += lane_grads.reshape(samples, -1)
     return total
+
+
+def relative_variance(samples: torch.Tensor, exact: torch.Tensor) -> float:
+    """E‖ĝ − g‖² / ‖g‖² estimated from the rows of ``samples`` (S, P) against ``exact`` (P,)."""
+    if samples.dim() != 2 or exact.shape != samples.shape[1:]:
+        raise ValueError(f"samples must be (S, P) and exact (P,), got {tuple(samples.shape)} and {tuple(exact.shape)}")
+    return (((samples - exact) ** 2).sum(dim=1).mean() / (exact * exact).sum()).item()
+
+
+def cosine_to_exact(samples: torch.Tensor, exact: torch.Tensor) -> torch.Tensor:
+    """cos(ĝ_s, g) for every sample row, (S,): how well each single estimate points downhill."""
+    return torch.nn.functional.cosine_similarity(samples, exact[None], dim=1)

@@ -23,6 +23,17 @@ BIT0, BIT1, MARKER, BLANK = 0, 1, 2, 3
 VOCAB = 4
 
 
+def copy_sequence(T: int, seed: int = 0, dtype=torch.float32):
+    """One copy sequence of length T: (inputs (2T+2, 4) one-hot, targets (2T+2,))."""
+    if not isinstance(T, int) or T < 1:
+        raise ValueError(f"T must be a positive int, got {T!r}")
+    bits = torch.randint(0, 2, (T,), generator=torch.Generator().manual_seed(int(seed)))
+    blanks = torch.full((T + 1,), BLANK)
+    inputs = torch.cat([torch.tensor([MARKER]), bits, blanks])
+    targets = torch.cat([blanks, torch.tensor([MARKER]), bits])
+    return torch.nn.functional.one_hot(inputs, VOCAB).to(dtype), targets
+
+
 class CopyTask:
     """B independent lanes of copy sequences under the curriculum.
 

@@ -13,6 +13,11 @@ E[c1 c2] = 0 makes E[u_t ⊗ A_t] = H_t (u_{t-1} ⊗ A_{t-1}) + x̂_t ⊗ D_t, s
 estimate is unbiased for any positive p1, p2; the p's minimise the step's variance.
 A term whose factor has zero norm (after a reset u = 0) is dropped (its sign set to
 0), so the first step after a reset gives u ⊗ A = c2² x̂ ⊗ D = F_t exactly.
+
+Storage: A_t is kept as σ_t Ā_t with a per-lane scalar σ_t = c1/p1, so the rescaling of
+B_t costs O(B) instead of a pass over B·n·rn numbers. σ_{t-1} is folded into H_t's
+pointwise factors (O(B n)) before the product, so B_t = (σ_{t-1} H_t) Ā_{t-1} comes out
+exact and σ never accumulates over steps.
 """
 
 from __future__ import annotations
@@ -25,34 +30,39 @@ from .estimator import Estimator, rademacher
 class KFRTRL(Estimator):
     name = "kf-rtrl"
     stochastic = True
-    state_names = ("h", "u", "A")
+    state_names = ("h", "u", "A_stored", "A_scale")
 
     def _init_influence(self):
         c, B = self.cell, self.batch_size
         self.u = torch.zeros(B, c.extended_size, device=self.device, dtype=self.dtype)
-        self.A = torch.zeros(B, c.hidden_size, c.gate_blocks * c.hidden_size, device=self.device, dtype=self.dtype)
-        # B_t is written into a second buffer that swaps roles with A every step: a fresh
+        # Invariant: a lane with u = 0 has Ā = 0 (both are zeroed together at a reset).
+        self.A_stored = torch.zeros(B, c.hidden_size, c.gate_blocks * c.hidden_size,
+                                    device=self.device, dtype=self.dtype)  # Ā
+        self.A_scale = torch.ones(B, device=self.device, dtype=self.dtype)  # σ
+        # B_t is written into a second buffer that swaps roles with Ā every step: a fresh
         # multi-MB tensor per step would be page-faulted in again whenever the allocator
         # returned its memory to the system
-        self._spare = torch.empty_like(self.A)
+        self._spare = torch.empty_like(self.A_stored)
 
     @property
     def kron_factors(self):
-        """(u_t (B, m+n+1), A_t (B, n, r·n)): G'_t = u_t ⊗ A_t per lane. A_t's storage is reused
-        two steps later: clone it to keep it."""
-        return self.u, self.A
+        """(u_t (B, m+n+1), A_t (B, n, r·n)): G'_t = u_t ⊗ A_t per lane (A_t materialised)."""
+        return self.u, self.A_scale[:, None, None] * self.A_stored
 
     def _reset_influence(self, lanes):
         self.u[lanes] = 0.0
-        self.A[lanes] = 0.0
+        self.A_stored[lanes] = 0.0
+        self.A_scale[lanes] = 1.0
 
     def _advance(self, x):
         cell, u = self.cell, self.u
         B, n, r = self.batch_size, cell.hidden_size, cell.gate_blocks
         x_hat = cell.extended_input(x, self.h)
         h, d, a = cell.derivatives(cell.preactivation(x_hat), self.h)
-        propagated = torch.bmm(cell.recurrent_jacobian(d, a), self.A, out=self._spare)  # B_t = H_t A_{t-1}
-        self._spare = self.A
+        sigma = self.A_scale
+        H_scaled = cell.recurrent_jacobian(d * sigma[:, None, None], a * sigma[:, None])  # σ_{t-1} H_t
+        propagated = torch.bmm(H_scaled, self.A_stored, out=self._spare)  # B_t = H_t A_{t-1}
+        self._spare = self.A_stored
 
         norm_b = propagated.flatten(1).norm(dim=1)
         norm_u = u.norm(dim=1)
@@ -68,13 +78,18 @@ class KFRTRL(Estimator):
         c2 = signs[:, 1] * live2
 
         self.u = (c1 * p1)[:, None] * u + (c2 * p2)[:, None] * x_hat
-        A = propagated.mul_((c1 / p1)[:, None, None])
-        # + c2 D_t / p2, written straight onto the r diagonals: A[b, j, k·n + j] += … d^k_j
-        A.view(B, n, r, n).diagonal(dim1=1, dim2=3).add_((c2 / p2)[:, None, None] * d)
-        self.A, self.h = A, h
+        # A_t = c1 B_t / p1 + c2 D_t / p2 = σ_t (B_t + γ D_t) with σ_t = c1/p1, γ = c1 c2 p1 / p2
+        # (1/c1 = c1 for a sign).
+        # A dead first term (live1 false) means B_t = 0 (its norm is 0, or u = 0 and so Ā = 0):
+        # then σ_t = 1 and γ = c2/p2.
+        self.A_scale = torch.where(live1, c1 / p1, torch.ones_like(p1))
+        gamma = torch.where(live1, c1 * c2 * p1 / p2, c2 / p2)
+        # + γ D_t, written straight onto the r diagonals: Ā[b, j, k·n + j] += γ d^k_j
+        propagated.view(B, n, r, n).diagonal(dim1=1, dim2=3).add_(gamma[:, None, None] * d)
+        self.A_stored, self.h = propagated, h
 
     def recurrent_gradient(self, dl_dh, per_lane=False):
-        dl_dA = torch.bmm(dl_dh[:, None, :], self.A).squeeze(1)  # (B, r·n)
+        dl_dA = torch.bmm(dl_dh[:, None, :], self.A_stored).squeeze(1) * self.A_scale[:, None]  # (B, r·n)
         if per_lane:
             return self.u[:, :, None] * dl_dA[:, None, :]
         return self.u.T @ dl_dA

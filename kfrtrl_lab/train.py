@@ -39,6 +39,9 @@ from .methods import make_estimator
 from .model import RecurrentModel
 
 TASKS = ("copy", "ptb")
+#: Settings a resumed run may change: they do not change what is computed (``threads`` may
+#: change float rounding, so bit-exact resumption needs the same thread count).
+EXECUTION_SETTINGS = ("steps", "threads", "checkpoint_minutes", "data_dir", "device", "eval_batch")
 
 
 @dataclass
@@ -168,8 +171,11 @@ def train(config: RunConfig, out: str | os.PathLike, resume: bool = False, progr
             raise FileNotFoundError(f"--resume: no checkpoint at {ckpt_path}")
         state = torch.load(ckpt_path, map_location=config.device, weights_only=False)
         saved = RunConfig(**state["config"])
-        if dataclasses.replace(saved, steps=config.steps) != dataclasses.replace(config, steps=config.steps):
-            raise ValueError(f"--resume: the configuration differs from the checkpoint's: {saved} vs {config}")
+        changed = {k: (v, getattr(config, k)) for k, v in dataclasses.asdict(saved).items()
+                   if k not in EXECUTION_SETTINGS and v != getattr(config, k)}
+        if changed:
+            raise ValueError(f"--resume: the configuration differs from the checkpoint's "
+                             f"(setting: (saved, given)): {changed}")
         model.load_state_dict(state["model"])
         opt.load_state_dict(state["optimizer"])
         est.load_state_dict(state["estimator"])

@@ -132,3 +132,46 @@ def test_estimators_fill_grad_like_an_optimiser_expects():
             parts.append(model.cell.weight.grad.clone())
             model.zero_grad(set_to_none=True)
     assert rel_err(sum(parts), g_all) <= 1e-12
+
+
+def test_kf_rtrl_follows_the_equations_step_by_step(cell_name):
+    """Against a dense transcription of algorithms.md section 3, fed the same signs: the
+    estimator's storage (A = σ Ā, D as diagonals, H never applied to dense Kronecker products)
+    changes nothing but rounding."""
+    model = make_model(cell_name, m=3, n=5, k=4, seed=13)
+    cell, B, T = model.cell, 3, 12
+    x, y = make_sequence(model, T, batch=B, seed=14)
+    est = kl.make_estimator("kf-rtrl", model, B, reduction="sum", seed=21)
+    signs = torch.Generator().manual_seed(21)
+    n, I = cell.hidden_size, cell.extended_size
+    u = torch.zeros(B, I, dtype=torch.float64)
+    A = torch.zeros(B, n, cell.gate_blocks * n, dtype=torch.float64)
+    h = torch.zeros(B, n, dtype=torch.float64)
+    for t in range(T):
+        if t == 6:
+            est.reset([1])
+            u[1], A[1], h[1] = 0, 0, 0
+        _, lane_grads = est.step_lane_gradients(x[t], y[t])
+        c = torch.randint(0, 2, (B, 2), generator=signs).double() * 2 - 1
+        for b in range(B):  # plain per-lane loop: this is the reference, not the implementation
+            x_hat = torch.cat([x[t, b], h[b], torch.ones(1, dtype=torch.float64)])
+            step = lambda hp: cell(x[t, b][None], hp[None])[0]  # noqa: E731
+            H = torch.autograd.functional.jacobian(step, h[b])
+            W0 = cell.weight.detach()
+            D = torch.autograd.functional.jacobian(
+                lambda W: cell.phi((x_hat @ W).view(1, cell.gate_blocks, n), h[b][None])[0], W0)[:, -1, :]
+            Bt = H @ A[b]
+            if u[b].norm() > 0:
+                p1 = (Bt.norm() / u[b].norm()).sqrt()
+                u_new = c[b, 0] * p1 * u[b]
+                A_new = c[b, 0] * Bt / p1
+            else:
+                u_new, A_new = torch.zeros_like(u[b]), torch.zeros_like(A[b])
+            p2 = (D.norm() / x_hat.norm()).sqrt()
+            u[b], A[b] = u_new + c[b, 1] * p2 * x_hat, A_new + c[b, 1] * D / p2
+            h[b] = step(h[b]).detach()
+        _, dl_dh, _ = model.readout_step(h, y[t], torch.ones(B, dtype=torch.float64))
+        expected = u[:, :, None] * torch.einsum("bj,bjc->bc", dl_dh, A)[:, None, :]
+        torch.testing.assert_close(lane_grads, expected, rtol=1e-9, atol=1e-12)
+        torch.testing.assert_close(est.kron_factors[0], u, rtol=1e-9, atol=1e-12)
+        torch.testing.assert_close(est.kron_factors[1], A, rtol=1e-9, atol=1e-12)

@@ -63,7 +63,7 @@ class DroppedBiasRow(kfrtrl_lab.kf_rtrl.KFRTRL):
 class MismatchedP(kfrtrl_lab.kf_rtrl.KFRTRL):
     def _advance(self, x):
         super()._advance(x)
-        self.A *= 1.1  # as if A were scaled by 1.1/p instead of 1/p: u_t ⊗ A_t no longer telescopes
+        self.A_scale *= 1.1  # as if A were scaled by 1.1/p instead of 1/p: u_t ⊗ A_t no longer telescopes
 
 
 def shared_across_lanes(shape, generator, dtype, device):
