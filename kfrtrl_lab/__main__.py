@@ -65,6 +65,8 @@ def parser() -> argparse.ArgumentParser:
     e.add_argument("--batch", type=int, default=32, help="evaluation streams")
     e.add_argument("--data-dir", default=None)
     e.add_argument("--device", default="cpu")
+    e.add_argument("--record", action="store_true",
+                   help="also store the result under 'final_eval' in the run's summary.json (beside the checkpoint)")
     return p
 
 
@@ -101,8 +103,14 @@ def _run(args) -> int:
                                  data_dir=args.data_dir or state["config"].get("data_dir"))
     model, _, _, task = build(config)
     model.load_state_dict(state["model"])
-    result = task.evaluate(model, args.split, batch_size=args.batch)
-    print(json.dumps({"checkpoint": str(Path(args.checkpoint)), "step": state["step"], **result}))
+    result = {"step": state["step"], **task.evaluate(model, args.split, batch_size=args.batch)}
+    if args.record:
+        summary_path = Path(args.checkpoint).with_name("summary.json")
+        summary = json.loads(summary_path.read_text())
+        summary.setdefault("final_eval", {}).update({f"{args.split}_bpc": result[f"{args.split}_bpc"],
+                                                     "eval_step": state["step"], "eval_batch": args.batch})
+        summary_path.write_text(json.dumps(summary, indent=1))
+    print(json.dumps({"checkpoint": str(Path(args.checkpoint)), **result}))
     return 0
 
 
