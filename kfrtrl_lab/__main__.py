@@ -65,6 +65,9 @@ def parser() -> argparse.ArgumentParser:
     e.add_argument("--batch", type=int, default=32, help="evaluation streams")
     e.add_argument("--data-dir", default=None)
     e.add_argument("--device", default="cpu")
+    c = sub.add_parser("compare", help="markdown tables: run summaries against the papers' reference numbers")
+    c.add_argument("summaries", nargs="+", help="summary.json files (e.g. results/*.json)")
+
     e.add_argument("--record", action="store_true",
                    help="also store the result under 'final_eval' in the run's summary.json (beside the checkpoint)")
     return p
@@ -80,6 +83,14 @@ def main(argv=None) -> int:
 
 
 def _run(args) -> int:
+    if args.command == "compare":
+        from .results import comparison_table, load_summary
+
+        summaries = [load_summary(p) for p in args.summaries]
+        for task in ("copy", "ptb"):
+            if any(s["config"]["task"] == task for s in summaries):
+                print(f"\n### {task}\n\n{comparison_table(summaries, task)}")
+        return 0
     if args.command == "train":
         defaults = DEFAULTS[args.task]
         config = RunConfig(

@@ -134,3 +134,17 @@ def test_ptb_training_resumes_exactly_and_evaluates(tmp_path, capsys):
     assert main(["eval", "ptb", "--checkpoint", str(tmp_path / "split" / "checkpoint.pt"), "--split", "test",
                  "--batch", "256", "--data-dir", str(PTB_DIR)]) == 0
     assert 4 < json.loads(capsys.readouterr().out)["test_bpc"] < 6
+
+
+def test_compare_reads_summaries_against_the_reference(tmp_path, capsys):
+    train(small(steps=40, log_every=10), tmp_path / "run", progress=False)
+    from kfrtrl_lab.results import load_summary, value_at
+
+    s = load_summary(tmp_path / "run" / "summary.json")
+    assert value_at(s, "t_max", 25) == [r for r in s["curve"] if r["step"] == 20][0]["t_max"]
+    assert value_at(s, "t_max", 100_000) is None  # the run never got there
+    assert main(["compare", str(tmp_path / "run" / "summary.json")]) == 0
+    table = capsys.readouterr().out
+    assert "| reference (OK) | 16 | 20 | 28 | 32–37 | 38–45 |" in table and "kf-rtrl n=8 B=4" in table
+    (tmp_path / "bad.json").write_text("{}")
+    assert main(["compare", str(tmp_path / "bad.json")]) == 2
