@@ -148,3 +148,30 @@ def test_compare_reads_summaries_against_the_reference(tmp_path, capsys):
     assert "| reference (OK) | 16 | 20 | 28 | 32–37 | 38–45 |" in table and "kf-rtrl n=8 B=4" in table
     (tmp_path / "bad.json").write_text("{}")
     assert main(["compare", str(tmp_path / "bad.json")]) == 2
+
+
+def test_ctrl_c_checkpoints_and_the_run_resumes(tmp_path):
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    out = tmp_path / "run"
+    cmd = [sys.executable, "-m", "kfrtrl_lab", "train", "copy", "--hidden", "8", "--batch", "2",
+           "--steps", "1000000", "--log-every", "50", "--threads", "1", "--out", str(out), "--no-progress"]
+    env = {**os.environ, "PYTHONPATH": str(__import__("pathlib").Path(__file__).resolve().parents[1])}
+    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.time() + 60
+    while time.time() < deadline and not ((out / "metrics.jsonl").exists() and (out / "metrics.jsonl").read_text()):
+        time.sleep(0.1)
+    proc.send_signal(signal.SIGINT)
+    stdout, stderr = proc.communicate(timeout=60)
+    assert proc.returncode == 0, stderr
+    assert json.loads(stdout.strip().splitlines()[-1])["status"] == "interrupted"
+    saved = torch.load(out / "checkpoint.pt", weights_only=False)
+    assert 0 < saved["step"] < 1_000_000
+    target = saved["step"] + 30
+    assert main(["train", "copy", "--hidden", "8", "--batch", "2", "--steps", str(target), "--log-every", "50",
+                 "--threads", "1", "--out", str(out), "--no-progress", "--resume"]) == 0
+    assert torch.load(out / "checkpoint.pt", weights_only=False)["step"] == target
