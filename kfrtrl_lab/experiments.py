@@ -1,0 +1,191 @@
+"""The computations behind the notebooks, as plain functions that return numbers or rows.
+
+Every function is seeded and small enough to call from a test; the notebooks only choose
+sizes and draw what these return.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+
+import torch
+
+from .analysis import gradient_samples, relative_variance, true_gradient
+from .cells import RHN, TanhRNN
+from .copy_task import copy_sequence
+from .methods import make_estimator
+from .model import RecurrentModel
+
+CELLS = {"rhn": RHN, "tanh": TanhRNN}
+
+
+def random_model(cell: str = "rhn", input_size: int = 4, hidden_size: int = 16, output_size: int = 4,
+                 init_std: float | None = None, seed: int = 0, dtype=torch.float64) -> RecurrentModel:
+    """A seeded random model (``init_std`` None: the cell's default, N(0, 0.01²) for the RHN)."""
+    if cell not in CELLS:
+        raise ValueError(f"cell must be one of {sorted(CELLS)}, got {cell!r}")
+    torch.manual_seed(seed)
+    return RecurrentModel(CELLS[cell](input_size, hidden_size, init_std=init_std), output_size,
+                          init_std=init_std).to(dtype)
+
+
+def random_sequence(model: RecurrentModel, T: int, seed: int = 0):
+    """Gaussian inputs (T, m) and uniform targets (T,) for ``model``."""
+    g = torch.Generator().manual_seed(seed)
+    dtype = model.cell.weight.dtype
+    return (torch.randn(T, model.input_size, generator=g).to(dtype),
+            torch.randint(0, model.output_size, (T,), generator=g))
+
+
+# -- notebook 1: RTRL -------------------------------------------------------------------------
+
+def rtrl_vs_bptt(cell: str = "rhn", hidden_size: int = 8, T: int = 20, seed: int = 0,
+                 init_std: float = 0.5) -> dict:
+    """Max |RTRL − BPTT| over the entries of dL/dW on one sequence (float64)."""
+    model = random_model(cell, hidden_size=hidden_size, init_std=init_std, seed=seed)
+    x, y = random_sequence(model, T, seed=seed + 1)
+    exact = true_gradient(model, x, y)
+    rtrl = gradient_samples(model, x, y, "rtrl", 1)[0]
+    return {"cell": cell, "n": hidden_size, "T": T, "P": exact.numel(),
+            "max_abs_error": (rtrl - exact).abs().max().item(),
+            "relative_error": ((rtrl - exact).norm() / exact.norm()).item()}
+
+
+def step_cost(method: str, hidden_size: int, batch_size: int = 8, input_size: int = 4, steps: int = 20,
+              warmup: int = 3, seed: int = 0) -> dict:
+    """Wall time per step (median over ``steps``) and bytes of per-lane state of one estimator,
+    RHN cell, float32, on the current thread setting."""
+    model = random_model("rhn", input_size, hidden_size, input_size, seed=seed, dtype=torch.float32)
+    est = make_estimator(method, model, batch_size, seed=seed)
+    g = torch.Generator().manual_seed(seed)
+    xs = torch.randn(warmup + steps, batch_size, input_size, generator=g)
+    ys = torch.randint(0, input_size, (warmup + steps, batch_size), generator=g)
+    times = []
+    for t in range(warmup + steps):
+        start = time.perf_counter()
+        est.step(xs[t], ys[t])
+        if t >= warmup:
+            times.append(time.perf_counter() - start)
+        model.zero_grad(set_to_none=False)
+    est.flush()
+    state = sum(getattr(est, k).numel() * getattr(est, k).element_size() for k in est.state_names)
+    times.sort()
+    return {"method": method, "n": hidden_size, "batch": batch_size, "ms_per_step": 1e3 * times[len(times) // 2],
+            "state_MB": state / 2**20, "threads": torch.get_num_threads()}
+
+
+def loglog_slope(xs, ys) -> float:
+    """Least-squares slope of log y against log x."""
+    lx = [math.log(x) for x in xs]
+    ly = [math.log(y) for y in ys]
+    mx, my = sum(lx) / len(lx), sum(ly) / len(ly)
+    return sum((a - mx) * (b - my) for a, b in zip(lx, ly)) / sum((a - mx) ** 2 for a in lx)
+
+
+# -- notebook 2: the Kronecker factorisation ---------------------------------------------------
+
+def immediate_jacobian_check(cell: str = "rhn", hidden_size: int = 5, seed: int = 0) -> dict:
+    """max |∂h_t/∂W (autograd) − x̂_t ⊗ D_t| at a random point."""
+    model = random_model(cell, hidden_size=hidden_size, init_std=0.5, seed=seed)
+    c = model.cell
+    g = torch.Generator().manual_seed(seed + 1)
+    x = torch.randn(1, c.input_size, generator=g, dtype=torch.float64)
+    h_prev = torch.randn(1, c.hidden_size, generator=g, dtype=torch.float64).tanh()
+    x_hat = c.extended_input(x, h_prev)
+    with torch.no_grad():
+        _, d, _ = c.derivatives(c.preactivation(x_hat), h_prev)
+    n, r = c.hidden_size, c.gate_blocks
+    F = torch.autograd.functional.jacobian(lambda W: c.phi((x_hat @ W).view(1, r, n), h_prev)[0],
+                                           c.weight.detach())
+    D = torch.cat([torch.diag(d[0, k]) for k in range(r)], dim=1)
+    kron = torch.einsum("i,jc->jic", x_hat[0], D)
+    return {"cell": cell, "F_shape": tuple(F.shape), "max_abs_error": (F - kron).abs().max().item(),
+            "max_abs_F": F.abs().max().item()}
+
+
+def kron_step_variance(u, B, x_hat, D, p) -> float:
+    """E‖u'⊗A' − (u⊗B + x̂⊗D)‖² for u' = c1 p u + c2 x̂, A' = c1 B/p + c2 D, c1, c2 = ±1,
+    computed exactly by enumerating the four sign pairs."""
+    target = torch.outer(u, B.flatten()) + torch.outer(x_hat, D.flatten())
+    total = 0.0
+    for c1 in (-1.0, 1.0):
+        for c2 in (-1.0, 1.0):
+            est = torch.outer(c1 * p * u + c2 * x_hat, (c1 * B / p + c2 * D).flatten())
+            total += ((est - target) ** 2).sum().item() / 4
+    return total
+
+
+def kron_step_terms(seed: int = 0, n: int = 6, m: int = 3):
+    """Random (u, B, x̂, D) for one KF step: D with the RHN's two diagonal blocks, x̂ ending in 1."""
+    g = torch.Generator().manual_seed(seed)
+    u = torch.randn(m + n + 1, generator=g, dtype=torch.float64)
+    B = torch.randn(n, 2 * n, generator=g, dtype=torch.float64) * 0.3
+    x_hat = torch.cat([torch.randn(m + n, generator=g, dtype=torch.float64), torch.ones(1, dtype=torch.float64)])
+    D = torch.zeros(n, 2 * n, dtype=torch.float64)
+    D.view(n, 2, n).diagonal(dim1=0, dim2=2).copy_(torch.rand(2, n, generator=g, dtype=torch.float64) * 0.25)
+    return u, B, x_hat, D
+
+
+def variance_vs_p(seed: int = 0, n: int = 6, m: int = 3, points: int = 61, low: float = 1e-2,
+                  high: float = 1e2) -> dict:
+    """The variance of one KF step against p on a log grid from ``low`` to ``high`` (fixed, so it
+    does not contain p* by construction), for the terms of :func:`kron_step_terms`.
+    p* = sqrt(‖B‖/‖u‖)·sqrt(‖x̂‖/‖D‖) = p1/p2 of section 3."""
+    u, B, x_hat, D = kron_step_terms(seed, n, m)
+    p_star = math.sqrt(B.norm() / u.norm()) * math.sqrt(x_hat.norm() / D.norm())
+    ratio = (high / low) ** (1 / (points - 1))
+    ps = [low * ratio**i for i in range(points)]
+    var = [kron_step_variance(u, B, x_hat, D, p) for p in ps]
+    best = min(range(points), key=var.__getitem__)
+    return {"p": ps, "variance": var, "p_star": p_star, "p_grid_min": ps[best],
+            "variance_at_p_star": kron_step_variance(u, B, x_hat, D, p_star),
+            "grid_ratio": ratio}
+
+
+# -- notebook 3: variance -----------------------------------------------------------------------
+
+def variance_sweep(hidden_sizes, lengths, methods=("kf-rtrl", "uoro"), samples: int = 100, seed: int = 0,
+                   init_std: float | None = None, model: RecurrentModel | None = None, task: str = "random") -> list[dict]:
+    """Relative variance E‖ĝ − g‖²/‖g‖² of each method for every (n, T).
+
+    ``model`` given: use it (a trained RHN) and ignore ``hidden_sizes`` beyond its own n.
+    ``task`` "random": Gaussian inputs, 4 classes; "copy": a copy sequence of length T (its
+    input has 2T+2 steps; the model must have 4 inputs and outputs)."""
+    rows = []
+    sizes = [model.hidden_size] if model is not None else list(hidden_sizes)
+    for n in sizes:
+        net = model if model is not None else random_model("rhn", 4, n, 4, init_std=init_std, seed=seed + n)
+        for T in lengths:
+            if task == "copy":
+                x, y = copy_sequence(T, seed=seed + T, dtype=net.cell.weight.dtype)
+            else:
+                x, y = random_sequence(net, T, seed=seed + T)
+            exact = true_gradient(net, x, y)
+            for method in methods:
+                G = gradient_samples(net, x, y, method, samples, seed=seed)
+                rows.append({"method": method, "n": n, "T": T, "samples": samples,
+                             "relative_variance": relative_variance(G, exact)})
+    return rows
+
+
+def train_copy_model(hidden_size: int = 16, steps: int = 2000, method: str = "rtrl", batch: int = 8,
+                     lr: float = 3e-3, seed: int = 0) -> tuple[RecurrentModel, dict]:
+    """An RHN trained online on the copy task (in memory), for variance on a trained model."""
+    from .copy_task import CopyTask
+
+    torch.manual_seed(seed)
+    model = RecurrentModel(RHN(4, hidden_size), 4)
+    opt = torch.optim.Adam(model.parameters(), lr=lr)
+    est = make_estimator(method, model, batch, seed=seed)
+    task = CopyTask(batch, seed=seed)
+    for _ in range(steps):
+        x, y, starts = task.next()
+        if starts.any():
+            est.reset(starts)
+        task.observe(est.step(x, y))
+        if est.gradient_ready:
+            torch.nn.utils.clip_grad_norm_([model.cell.weight], 1.0)
+            opt.step()
+            opt.zero_grad()
+    return model.double(), task.metrics()
