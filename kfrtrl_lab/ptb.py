@@ -399,6 +399,26 @@ def evaluate_bpc(model, ids: torch.Tensor, batch_size: int = 32, device: torch.d
     return total.item() / (n_lanes * (length - 1)) / math.log(2)
 
 
+@torch.no_grad()
+def generate_text(model, vocab: Vocabulary, length: int = 300, prime: str = "the_", temperature: float = 1.0,
+                  seed: int = 0) -> str:
+    """Sample ``length`` characters from ``model`` after feeding it ``prime`` (PTB's spelling:
+    "_" between words); returns the readable text (prime included)."""
+    weight = model.cell.weight
+    g = torch.Generator(device=weight.device).manual_seed(seed)
+    one_hot = torch.eye(model.input_size, dtype=weight.dtype, device=weight.device)
+    h = torch.zeros(1, model.hidden_size, dtype=weight.dtype, device=weight.device)
+    ids = vocab.encode(list(prime)).tolist()
+    out = list(ids)
+    for i in range(len(ids) + length - 1):
+        token = ids[i] if i < len(ids) else out[-1]
+        h = model.cell(one_hot[token][None], h)
+        if i >= len(ids) - 1:
+            probs = torch.softmax(model.logits(h)[0] / temperature, dim=0)
+            out.append(int(torch.multinomial(probs, 1, generator=g)))
+    return vocab.decode(out)
+
+
 class PTBTask:
     """Character-level PTB as an online training task (algorithms.md, section 7).
 

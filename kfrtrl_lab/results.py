@@ -53,3 +53,14 @@ def comparison_table(summaries: list[dict], task: str) -> str:
         lines.append(f"| {name} | " + " | ".join(cells) + f" | {s['steps_done']} | {_fmt(s.get('median_steps_per_s'))}"
                      f" | {s['wall_s'] / 3600:.2f} | {s.get('device_name', c['device'])} |")
     return "\n".join(lines)
+
+
+def benchmark_rows(path: str | Path, device: str = "cpu") -> list[dict]:
+    """Rows {method, n, ms_per_step, peak_MB} from a ``benchmarks/step_cost.py --json`` file,
+    with the bare batched product H·A as method "bare H·A"."""
+    data = json.loads(Path(path).read_text())
+    (dev,) = [d for d in data["devices"] if d["device"] == device]
+    rows = [{"method": r["method"], "n": r["n"], "ms_per_step": r["ms"], "peak_MB": r["peak_bytes"] / 2**20}
+            for r in dev["results"]]
+    rows += [{"method": "bare H·A", "n": int(n), "ms_per_step": v["ms"]} for n, v in dev["bare_bmm"].items()]
+    return rows

@@ -122,6 +122,13 @@ def _git_commit() -> str | None:
         return None
 
 
+def _command_line() -> str:
+    argv = list(sys.argv)
+    if argv and argv[0].endswith("__main__.py"):  # python -m kfrtrl_lab ...
+        argv[0] = "python -m kfrtrl_lab"
+    return " ".join(argv)
+
+
 def _read_metrics(path: Path, upto_step: int | None = None) -> list[dict]:
     if not path.exists():
         return []
@@ -190,7 +197,7 @@ def train(config: RunConfig, out: str | os.PathLike, resume: bool = False, progr
         out.mkdir(parents=True, exist_ok=True)
         metrics_path.write_text("")
     run_info = {
-        "config": dataclasses.asdict(config), "command": " ".join(sys.argv), "git_commit": _git_commit(),
+        "config": dataclasses.asdict(config), "command": _command_line(), "git_commit": _git_commit(),
         "threads": torch.get_num_threads(), "torch": torch.__version__, "python": platform.python_version(),
         "machine": platform.processor() or platform.machine(),
         "device_name": torch.cuda.get_device_name() if config.device.startswith("cuda") else "cpu",
