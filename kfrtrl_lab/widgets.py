@@ -19,7 +19,10 @@ def variance_explorer_figure(n: int, T_max: int, samples: int, methods, lengths=
 
 def variance_explorer(n_options=(8, 16, 32, 64), lengths=(5, 10, 20, 40), samples_options=(25, 50, 100, 200),
                       methods=("kf-rtrl", "uoro"), seed: int = 0):
-    """Sliders for n, T_max, the number of samples and the estimators; the figure redraws on change."""
+    """Sliders for n, T_max, the number of samples and the estimators; on every change the figure
+    is recomputed and drawn into ``handles["output"]``. The first figure is only stored in
+    ``handles["figure"]`` (show it as a cell result): drawing into an Output widget while a
+    notebook runs headlessly can stall papermill's kernel client."""
     handles = {
         "n": widgets.SelectionSlider(options=list(n_options), value=n_options[1], description="n"),
         "T_max": widgets.SelectionSlider(options=list(lengths), value=lengths[-1], description="T max"),
@@ -30,19 +33,20 @@ def variance_explorer(n_options=(8, 16, 32, 64), lengths=(5, 10, 20, 40), sample
         "figure": None,
     }
 
-    def update(change=None):
+    def update(change=None, draw=True):
         chosen = handles["methods"].value or (methods[0],)
         fig = variance_explorer_figure(handles["n"].value, handles["T_max"].value, handles["samples"].value,
                                        chosen, lengths=lengths, seed=seed)
         handles["figure"] = fig
-        handles["output"].clear_output(wait=True)
-        with handles["output"]:
-            fig.show()
+        if draw:
+            handles["output"].clear_output(wait=True)
+            with handles["output"]:
+                fig.show()
         return fig
 
     for key in ("n", "T_max", "samples", "methods"):
         handles[key].observe(update, names="value")
     handles["update"] = update
-    update()
+    update(draw=False)
     controls = widgets.HBox([widgets.VBox([handles["n"], handles["T_max"], handles["samples"]]), handles["methods"]])
     return widgets.VBox([controls, handles["output"]]), handles

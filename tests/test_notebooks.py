@@ -60,6 +60,7 @@ def test_variance_explorer_sliders_redraw_the_figure():
 
     widget, handles = variance_explorer(n_options=(4, 6), lengths=(3, 5), samples_options=(10, 20))
     first = handles["figure"]
+    assert handles["output"] in widget.children  # the figure area sits under the controls
     assert [t.name for t in first.data] == ["kf-rtrl (n=6)", "uoro (n=6)"]
     handles["n"].value = 4
     assert handles["figure"] is not first and "n=4" in handles["figure"].layout.title.text
