@@ -19,16 +19,21 @@ $(STAMP): pyproject.toml
 	$(PY) -m pip install -q --disable-pip-version-check -e ".[$(EXTRAS)]"
 	touch $@
 
+PROFILE ?= quick
+# Tests and CI may read the shared copy of the PTB files; users' runs find or download their own.
+SHARED_PTB := $(wildcard ../shared/data/ptb/ptb.char.train.txt)
+export KFRTRL_PTB_DIR ?= $(if $(SHARED_PTB),$(abspath ../shared/data/ptb),)
+
+# Unit tests, then every notebook in the quick profile under papermill (into reports/), then
+# nbval re-executes them and compares the tagged claim cells: the reports must reproduce.
 test: $(STAMP)
 	$(PY) -m pytest -q
+	$(PY) -m kfrtrl_lab.reports --profile quick --out reports
+	$(PY) -m pytest -q -p no:cacheprovider --nbval-lax reports/*.ipynb
 
-# The main job. Until the notebooks exist it runs the step-cost benchmark (quick sizes)
-# and executes whatever notebooks are present.
+# The main job: execute every notebook (PROFILE=quick|full) and render offline HTML into reports/.
 reports: $(STAMP)
-	mkdir -p reports
-	$(PY) benchmarks/step_cost.py --quick --threads $(THREADS) | tee reports/step_cost.txt
-	for nb in $(wildcard notebooks/*.ipynb); do \
-	  $(PY) -m papermill "$$nb" "reports/$$(basename $$nb)" || exit 1; done
+	$(PY) -m kfrtrl_lab.reports --profile $(PROFILE) --out reports
 
 bench: $(STAMP)
 	$(PY) benchmarks/step_cost.py --threads $(THREADS)
