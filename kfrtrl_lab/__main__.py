@@ -9,15 +9,14 @@
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import json
 import sys
 from pathlib import Path
 
-import torch
 
 from .methods import METHODS
-from .train import TASKS, Diverged, RunConfig, build, train
+from .ptb import PTBTask
+from .train import TASKS, Diverged, RunConfig, load_model, train
 
 DEFAULTS = {"copy": {"hidden": 128, "batch": 16}, "ptb": {"hidden": 256, "batch": 32}}
 
@@ -109,17 +108,15 @@ def _run(args) -> int:
         print(json.dumps({"status": summary["status"], "steps": summary["steps_done"], "wall_s": summary["wall_s"],
                           **{k: v for k, v in last.items() if k != "step"}}))
         return 0
-    state = torch.load(args.checkpoint, map_location=args.device, weights_only=False)
-    config = dataclasses.replace(RunConfig(**state["config"]), device=args.device,
-                                 data_dir=args.data_dir or state["config"].get("data_dir"))
-    model, _, _, task = build(config)
-    model.load_state_dict(state["model"])
-    result = {"step": state["step"], **task.evaluate(model, args.split, batch_size=args.batch)}
+    model, config, step = load_model(args.checkpoint, args.device)
+    task = PTBTask(config.batch, reset_every=config.reset_every, data_dir=args.data_dir or config.data_dir,
+                   device=args.device)
+    result = {"step": step, **task.evaluate(model, args.split, batch_size=args.batch)}
     if args.record:
         summary_path = Path(args.checkpoint).with_name("summary.json")
         summary = json.loads(summary_path.read_text())
         summary.setdefault("final_eval", {}).update({f"{args.split}_bpc": result[f"{args.split}_bpc"],
-                                                     "eval_step": state["step"], "eval_batch": args.batch})
+                                                     "eval_step": step, "eval_batch": args.batch})
         summary_path.write_text(json.dumps(summary, indent=1))
     print(json.dumps({"checkpoint": str(Path(args.checkpoint)), **result}))
     return 0

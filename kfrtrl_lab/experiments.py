@@ -171,21 +171,12 @@ def variance_sweep(hidden_sizes, lengths, methods=("kf-rtrl", "uoro"), samples: 
 
 def train_copy_model(hidden_size: int = 16, steps: int = 2000, method: str = "rtrl", batch: int = 8,
                      lr: float = 3e-3, seed: int = 0) -> tuple[RecurrentModel, dict]:
-    """An RHN trained online on the copy task (in memory), for variance on a trained model."""
-    from .copy_task import CopyTask
+    """An RHN trained online on the copy task by the trainer, in float64 for variance analysis;
+    returns it with the curriculum's last state."""
+    from .train import RunConfig, train_model
 
-    torch.manual_seed(seed)
-    model = RecurrentModel(RHN(4, hidden_size), 4)
-    opt = torch.optim.Adam(model.parameters(), lr=lr)
-    est = make_estimator(method, model, batch, seed=seed)
-    task = CopyTask(batch, seed=seed)
-    for _ in range(steps):
-        x, y, starts = task.next()
-        if starts.any():
-            est.reset(starts)
-        task.observe(est.step(x, y))
-        if est.gradient_ready:
-            torch.nn.utils.clip_grad_norm_([model.cell.weight], 1.0)
-            opt.step()
-            opt.zero_grad()
-    return model.double(), task.metrics()
+    config = RunConfig(task="copy", method=method, hidden=hidden_size, batch=batch, steps=steps, lr=lr, seed=seed,
+                       log_every=steps)
+    model, summary = train_model(config)
+    last = summary["curve"][-1]
+    return model.double(), {"t_max": last["t_max"], "ema_bits": last["ema_bits"]}

@@ -24,6 +24,7 @@ import platform
 import signal
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 from dataclasses import dataclass
@@ -288,6 +289,27 @@ def train(config: RunConfig, out: str | os.PathLike, resume: bool = False, progr
     if status == "diverged":
         raise Diverged(msg)
     return summary
+
+
+def load_model(checkpoint: str | os.PathLike, device: str = "cpu"):
+    """(model, config, step) from a run's checkpoint; the sizes come from the saved weights."""
+    state = torch.load(checkpoint, map_location=device, weights_only=False)
+    config = RunConfig(**state["config"])
+    weights = state["model"]
+    n = config.hidden
+    m, k = weights["cell.weight"].shape[0] - n - 1, weights["readout"].shape[1]
+    model = RecurrentModel(RHN(m, n), k).to(device)
+    model.load_state_dict(weights)
+    return model, config, state["step"]
+
+
+def train_model(config: RunConfig, out: str | os.PathLike | None = None):
+    """Train (no progress bar) and return (trained model, summary); ``out`` None: a temporary folder."""
+    if out is not None:
+        summary = train(config, out, progress=False)
+        return load_model(Path(out) / "checkpoint.pt", config.device)[0], summary
+    with tempfile.TemporaryDirectory() as tmp:
+        return train_model(config, tmp)
 
 
 def write_summary(out: Path, status: str, wall_s: float, steps: int, max_points: int = 400) -> dict:

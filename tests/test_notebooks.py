@@ -1,7 +1,6 @@
 """The notebooks' package side: committed without outputs, parameterised, with claims; the
 figures, the slider callbacks and the offline HTML export, all without a kernel."""
 
-import json
 import re
 from pathlib import Path
 
