@@ -28,12 +28,12 @@ export KFRTRL_PTB_DIR ?= $(if $(SHARED_PTB),$(abspath ../shared/data/ptb),)
 # nbval re-executes them and compares the tagged claim cells: the reports must reproduce.
 test: $(STAMP)
 	$(PY) -m pytest -q
-	$(PY) -m kfrtrl_lab.reports --profile quick --out reports
+	$(PY) -m kfrtrl_lab.notebook.reports --profile quick --out reports
 	$(PY) -m pytest -q -p no:cacheprovider --nbval-lax reports/*.ipynb
 
 # The main job: execute every notebook (PROFILE=quick|full) and render offline HTML into reports/.
 reports: $(STAMP)
-	$(PY) -m kfrtrl_lab.reports --profile $(PROFILE) --out reports
+	$(PY) -m kfrtrl_lab.notebook.reports --profile $(PROFILE) --out reports
 
 bench: $(STAMP)
 	$(PY) benchmarks/step_cost.py --threads $(THREADS)

@@ -13,7 +13,8 @@ import json
 import torch
 
 import kfrtrl_lab as kl
-from kfrtrl_lab.copy_task import copy_sequence
+from kfrtrl_lab.tasks.copy import copy_sequence
+from kfrtrl_lab.train import load_model
 
 
 def main():
@@ -25,10 +26,7 @@ def main():
     p.add_argument("--threads", type=int, default=1)
     args = p.parse_args()
     torch.set_num_threads(args.threads)
-    state = torch.load(args.checkpoint, weights_only=False)
-    model = kl.RecurrentModel(kl.RHN(4, state["config"]["hidden"]), 4)
-    model.load_state_dict(state["model"])
-    model = model.double()
+    model = load_model(args.checkpoint)[0].double()
     for T in args.lengths:
         x, y = copy_sequence(T, seed=T, dtype=torch.float64)
         g = kl.true_gradient(model, x, y)

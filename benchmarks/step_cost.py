@@ -34,19 +34,13 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 import os
 import platform
-import resource
-import statistics
-import time
-import warnings
 
 import torch
-import torch.nn.functional as F
-from torch.profiler import ProfilerActivity, profile, record_function
 
 import kfrtrl_lab as kl
+from kfrtrl_lab.measure import bare_product_cost, loglog_slope, step_cost
 
 B, M, K = 32, 50, 50  # lanes, input size, output size (char-level PTB-like)
 BLOCK = 16  # steps per timed block: a multiple of every truncation benchmarked
@@ -103,80 +97,7 @@ def print_header(devices):
     print()
 
 
-# -- measurement ------------------------------------------------------------------------
-
-def sync(device):
-    if device == "cuda":
-        torch.cuda.synchronize()
-
-
-def make_data(device, steps):
-    """One-hot inputs (steps, B, M) and int64 targets (steps, B), made before any timing."""
-    g = torch.Generator().manual_seed(1)
-    x = F.one_hot(torch.randint(0, M, (steps, B), generator=g), M).float()
-    y = torch.randint(0, K, (steps, B), generator=g)
-    return x.to(device), y.to(device)
-
-
-def time_blocks(run_block, device, warmup, repeats, before_block=lambda: None):
-    """Median and fastest wall time (s) of one block after warm-up blocks, cores busy, and
-    minor page faults per block.
-
-    Cores busy = process CPU time / wall time over the timed blocks. On an idle machine it
-    is at least 1 (the Python thread never waits for a core; idle pool threads spin), up to
-    the thread count. When other processes take the cores, the threads wait for a core at
-    every parallel region, steps slow down many-fold, and cores busy falls below 1.
-    Page faults count fresh memory the kernel had to map: a step that allocates a large new
-    tensor each time (instead of reusing a buffer) pays for faulting it in.
-    """
-    times, cpu, faults = [], 0.0, 0
-    for i in range(warmup + repeats):
-        before_block()  # untimed: grads are zeroed here
-        sync(device)
-        f0 = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
-        c0, t0 = time.process_time(), time.perf_counter()
-        run_block()
-        sync(device)
-        if i >= warmup:
-            times.append(time.perf_counter() - t0)
-            cpu += time.process_time() - c0
-            faults += resource.getrusage(resource.RUSAGE_SELF).ru_minflt - f0
-    return statistics.median(times), min(times), cpu / sum(times), faults / repeats
-
-
-def transient_peak_bytes(run_block, device):
-    """Highest allocation above the level at the start of one block."""
-    if device == "cuda":
-        sync(device)
-        base = torch.cuda.memory_allocated()
-        torch.cuda.reset_peak_memory_stats()
-        run_block()
-        sync(device)
-        return torch.cuda.max_memory_allocated() - base
-    # The profiler's note that it keeps one cycle's events is noise here: one cycle is all we read.
-    warnings.filterwarnings("ignore", message=".*Profiler clears events")
-    # CPU: replay the allocator's events. A priming block runs under the profiler first,
-    # so the frees of its blocks during the measured block are seen too (blocks allocated
-    # before profiling starts have no recorded size and would be missed).
-    with profile(activities=[ProfilerActivity.CPU], profile_memory=True) as prof:
-        run_block()
-        with record_function("measured_block"):
-            run_block()
-    events = prof.profiler.kineto_results.events()
-    mark = next(e for e in events if e.name() == "measured_block")
-    allocs = sorted((e.start_ns(), e.nbytes()) for e in events
-                    if e.name() == "[memory]" and mark.start_ns() <= e.start_ns() <= mark.end_ns())
-    level = peak = 0
-    for _, nbytes in allocs:
-        level += nbytes
-        peak = max(peak, level)
-    return peak
-
-
-def state_bytes(est) -> int:
-    """Bytes of the tensors the estimator keeps between steps (h, influence factors, ...)."""
-    return sum(v.numel() * v.element_size() for v in vars(est).values() if isinstance(v, torch.Tensor))
-
+# -- measurement (kfrtrl_lab.measure) ----------------------------------------------------
 
 def rtrl_skip_reason(n, device):
     """Why RTRL is not run at this n on this device, or None when it is affordable."""
@@ -189,48 +110,17 @@ def rtrl_skip_reason(n, device):
 
 
 def bench_method(method, n, device, args):
-    torch.manual_seed(0)  # same weights for every method at this n
-    model = kl.RecurrentModel(kl.RHN(M, n), output_size=K).to(device)
-    est = kl.make_estimator(method, model, B, seed=0)
-    xs, ys = make_data(device, BLOCK)
-
-    def run_block():
-        for t in range(BLOCK):
-            est.step(xs[t], ys[t])
-
-    def zero_grads():
-        model.zero_grad(set_to_none=False)
-
-    run_block()  # first call allocates .grad, so zeroing below has buffers to zero
-    median, fastest, busy, faults = time_blocks(run_block, device, args.warmup, args.repeats, zero_grads)
-    zero_grads()
-    transient = transient_peak_bytes(run_block, device)
-    state = state_bytes(est)
-    return {"ms": 1e3 * median / BLOCK, "ms_min": 1e3 * fastest / BLOCK, "cores_busy": busy,
-            "page_faults_per_step": faults / BLOCK, "state_bytes": state, "transient_bytes": transient, "peak_bytes": state + transient}
+    r = step_cost(method, n, batch_size=B, vocab=K, device=device, block=BLOCK, warmup=args.warmup,
+                  repeats=args.repeats, memory=True)
+    return {"ms": r["ms_per_step"], "ms_min": r["ms_min"], "cores_busy": r["cores_busy"],
+            "page_faults_per_step": r["page_faults_per_step"], "state_bytes": r["state_MB"] * MB,
+            "transient_bytes": r["transient_MB"] * MB, "peak_bytes": r["peak_MB"] * MB}
 
 
 def bench_bare_product(n, device, args):
     """torch.bmm(H, A): the O(n³) floor of a KF-RTRL step."""
-    g = torch.Generator().manual_seed(2)
-    H = torch.randn(B, n, n, generator=g).to(device)
-    A = torch.randn(B, n, R * n, generator=g).to(device)
-
-    def run_block():
-        for _ in range(BLOCK):
-            torch.bmm(H, A)
-
-    median, fastest, busy, _ = time_blocks(run_block, device, args.warmup, args.repeats)
-    return {"ms": 1e3 * median / BLOCK, "ms_min": 1e3 * fastest / BLOCK, "cores_busy": busy}
-
-
-def loglog_slope(ns, ts):
-    """Least-squares slope of log t against log n."""
-    if len(ns) < 2:
-        return float("nan")
-    lx, ly = [math.log(v) for v in ns], [math.log(v) for v in ts]
-    mx, my = statistics.fmean(lx), statistics.fmean(ly)
-    return sum((a - mx) * (b - my) for a, b in zip(lx, ly)) / sum((a - mx) ** 2 for a in lx)
+    r = bare_product_cost(n, B, device=device, block=BLOCK, warmup=args.warmup, repeats=args.repeats)
+    return {"ms": r["ms_per_step"], "ms_min": r["ms_min"], "cores_busy": r["cores_busy"]}
 
 
 # -- one device ---------------------------------------------------------------------------

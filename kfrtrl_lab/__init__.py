@@ -4,21 +4,22 @@
     model = kl.RecurrentModel(kl.RHN(input_size=m, hidden_size=n), output_size=k)
     est = kl.make_estimator("kf-rtrl", model, batch_size=B, seed=0)
     loss = est.step(x_t, y_t)          # fills .grad; then optimizer.step()
+
+Layout: ``cells/`` (the Kronecker class), ``estimators/`` (one file a method), ``tasks/`` (copy,
+char-PTB), ``train.py`` and ``runs.py`` (the online trainer and its run folders), ``analysis.py``
+and ``measure.py`` (gradients and costs), ``notebook/`` (what the notebooks compute and draw).
 """
 
 from .analysis import cosine_to_exact, gradient_samples, relative_variance, true_gradient
-from .bptt import TruncatedBPTT
-from .cells import RHN, Cell, TanhRNN
-from .estimator import Estimator, NonFiniteError
-from .kf_rtrl import KFRTRL
-from .methods import METHODS, make_estimator
+from .cells import CELLS, LSTM, RHN, Cell, CellStep, TanhRNN, make_cell, register_cell
+from .estimators import (KFRTRL, METHODS, RTRL, UORO, BPTT, Estimator, NonFiniteError, TruncatedBPTT,
+                         make_estimator, register_method)
 from .model import RecurrentModel
-from .rtrl import RTRL
-from .uoro import UORO
 
 __all__ = [
-    "Cell", "TanhRNN", "RHN", "RecurrentModel",
-    "Estimator", "NonFiniteError", "TruncatedBPTT", "RTRL", "KFRTRL", "UORO",
-    "METHODS", "make_estimator", "true_gradient", "gradient_samples", "relative_variance", "cosine_to_exact",
+    "Cell", "CellStep", "TanhRNN", "RHN", "LSTM", "CELLS", "make_cell", "register_cell", "RecurrentModel",
+    "Estimator", "NonFiniteError", "BPTT", "TruncatedBPTT", "RTRL", "KFRTRL", "UORO",
+    "METHODS", "make_estimator", "register_method",
+    "true_gradient", "gradient_samples", "relative_variance", "cosine_to_exact",
 ]
-__version__ = "0.1.0"
+__version__ = "0.2.0"

@@ -1,126 +1,149 @@
-"""Command line: ``python -m kfrtrl_lab train copy|ptb ...`` and ``python -m kfrtrl_lab eval ptb ...``.
+"""Command line of kfrtrl_lab.
 
-    python -m kfrtrl_lab train copy --method kf-rtrl --hidden 128 --batch 16 --steps 500000 --out runs/copy-kf
-    python -m kfrtrl_lab train copy --out runs/copy-kf --resume          # continue after Ctrl-C
-    python -m kfrtrl_lab train ptb --method uoro --hidden 256 --batch 32 --reset-every 100 --out runs/ptb-uoro
-    python -m kfrtrl_lab eval ptb --checkpoint runs/ptb-uoro/checkpoint.pt --split test
+    python -m kfrtrl_lab train copy --method kf-rtrl --steps 500000 --out runs/copy-kf   # train online
+    python -m kfrtrl_lab train copy --out runs/copy-kf --steps 1000000 --resume          # continue a run
+    python -m kfrtrl_lab train ptb --method uoro --cell lstm --out runs/ptb-uoro
+    python -m kfrtrl_lab eval ptb --checkpoint runs/ptb-uoro/checkpoint.pt --split test  # held-out BPC
+    python -m kfrtrl_lab compare results/*.json           # run summaries against the reference numbers
+    python -m kfrtrl_lab methods                          # the registered estimators
+
+Exit status: 0 done, 2 bad arguments or data, 3 the run diverged, 130 interrupted (Ctrl-C; resumable).
 """
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import sys
 from pathlib import Path
 
+from .estimators import METHODS
+from .runs import RunFolder
+from .tasks import TASKS
+from .train import Diverged, RunConfig, load_model, train
 
-from .methods import METHODS
-from .ptb import PTBTask
-from .train import TASKS, Diverged, RunConfig, load_model, train
-
-DEFAULTS = {"copy": {"hidden": 128, "batch": 16}, "ptb": {"hidden": 256, "batch": 32}}
-
-
-def _optional_int(text: str):
-    return None if text.lower() in ("none", "0") else int(text)
+EXIT_ERROR, EXIT_DIVERGED, EXIT_INTERRUPTED = 2, 3, 130
 
 
-def _optional_float(text: str):
-    return None if text.lower() in ("none", "0") else float(text)
+def _optional(convert):
+    def parse(text: str):
+        return None if text.lower() == "none" else convert(text)
+
+    parse.__name__ = convert.__name__
+    return parse
+
+
+_TYPES = {"int": int, "float": float, "str": str, "int | None": _optional(int), "float | None": _optional(float),
+          "str | None": str}
+
+
+def _add_config_options(parser: argparse.ArgumentParser) -> None:
+    """One option per RunConfig field (except the task): help and defaults come from the dataclass.
+    Options not given stay unset, so ``--resume`` can take them from the checkpoint."""
+    for f in dataclasses.fields(RunConfig):
+        if f.name == "task":
+            continue
+        shown = "" if f.default is None else f" (default: {f.default:g})" if isinstance(f.default, float) \
+            else f" (default: {f.default})"
+        parser.add_argument("--" + f.name.replace("_", "-"), dest=f.name, type=_TYPES[f.type],
+                            default=argparse.SUPPRESS, help=f.metadata["help"] + shown)
 
 
 def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m kfrtrl_lab", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
-    sub = p.add_subparsers(dest="command", required=True)
+    sub = p.add_subparsers(dest="command", required=True, metavar="{train,eval,compare,methods}")
 
-    t = sub.add_parser("train", help="train an RHN online on a task",
-                       formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    t.add_argument("task", choices=TASKS)
-    t.add_argument("--method", default="kf-rtrl", help=f"gradient estimator: {', '.join(METHODS)}")
-    t.add_argument("--hidden", type=int, help="hidden units n (default: 128 copy, 256 ptb)")
-    t.add_argument("--batch", type=int, help="lanes B (default: 16 copy, 32 ptb)")
-    t.add_argument("--lr", type=float, default=10**-3.5, help="Adam learning rate")
-    t.add_argument("--steps", type=int, default=100_000, help="total time steps (also the target of --resume)")
-    t.add_argument("--update-every", type=int, default=1, help="Adam step every N time steps")
-    t.add_argument("--clip", type=_optional_float, default=1.0, help="clip the recurrent gradient to this norm ('none')")
-    t.add_argument("--seed", type=int, default=0)
-    t.add_argument("--device", default="cpu", help="cpu, cuda, cuda:1, ...")
-    t.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's choice)")
-    t.add_argument("--reset-every", type=_optional_int, default=100, help="ptb: reset every N characters ('none')")
-    t.add_argument("--eval-every", type=int, default=10_000, help="ptb: validation BPC every N steps")
-    t.add_argument("--log-every", type=int, default=100, help="metrics line every N steps")
-    t.add_argument("--checkpoint-minutes", type=float, default=5.0)
-    t.add_argument("--data-dir", default=None, help="ptb: folder with ptb.char.{train,valid,test}.txt")
-    t.add_argument("--out", required=True, help="run folder (metrics.jsonl, checkpoint.pt, summary.json)")
+    t = sub.add_parser("train", help="train a model online on a task", description=(
+        "Train online, an update every --update-every steps. With --resume, options not given are "
+        "taken from the checkpoint in --out."))
+    t.add_argument("task", choices=list(TASKS))
+    _add_config_options(t)
+    t.add_argument("--out", required=True, help="run folder (run.json, metrics.jsonl, checkpoint.pt, summary.json)")
     t.add_argument("--resume", action="store_true", help="continue the run in --out from its checkpoint")
     t.add_argument("--stop-after", type=int, default=None, help="stop (resumably) after this many total steps")
     t.add_argument("--no-progress", action="store_true", help="no progress bar")
 
-    e = sub.add_parser("eval", help="evaluate a checkpoint")
-    e.add_argument("task", choices=["ptb"])
-    e.add_argument("--checkpoint", required=True)
-    e.add_argument("--split", choices=["valid", "test"], default="test")
-    e.add_argument("--batch", type=int, default=32, help="evaluation streams")
-    e.add_argument("--data-dir", default=None)
-    e.add_argument("--device", default="cpu")
+    e = sub.add_parser("eval", help="score a checkpoint on held-out data")
+    e.add_argument("task", choices=[name for name, cls in TASKS.items() if cls.evaluates])
+    e.add_argument("--checkpoint", required=True, help="a run's checkpoint.pt")
+    e.add_argument("--split", choices=["valid", "test"], default="test", help="(default: test)")
+    e.add_argument("--batch", type=int, default=32, help="evaluation streams (default: 32)")
+    e.add_argument("--data-dir", default=None, help="folder with the task's data (default: the run's)")
+    e.add_argument("--device", default="cpu", help="(default: cpu)")
+    e.add_argument("--record", action="store_true",
+                   help="also store the result under 'final_eval' in the run's summary.json (beside the checkpoint)")
+
     c = sub.add_parser("compare", help="markdown tables: run summaries against the papers' reference numbers")
     c.add_argument("summaries", nargs="+", help="summary.json files (e.g. results/*.json)")
 
-    e.add_argument("--record", action="store_true",
-                   help="also store the result under 'final_eval' in the run's summary.json (beside the checkpoint)")
+    sub.add_parser("methods", help="list the registered gradient estimators")
     return p
 
 
 def main(argv=None) -> int:
     args = parser().parse_args(argv)
     try:
-        return _run(args)
+        return COMMANDS[args.command](args)
     except (ValueError, FileExistsError, FileNotFoundError) as err:
         print(f"error: {err}", file=sys.stderr)
-        return 2
+        return EXIT_ERROR
 
 
-def _run(args) -> int:
-    if args.command == "compare":
-        from .results import comparison_table, load_summary
-
-        summaries = [load_summary(p) for p in args.summaries]
-        for task in ("copy", "ptb"):
-            if any(s["config"]["task"] == task for s in summaries):
-                print(f"\n### {task}\n\n{comparison_table(summaries, task)}")
-        return 0
-    if args.command == "train":
-        defaults = DEFAULTS[args.task]
-        config = RunConfig(
-            task=args.task, method=args.method, hidden=args.hidden or defaults["hidden"],
-            batch=args.batch or defaults["batch"], lr=args.lr, steps=args.steps, update_every=args.update_every,
-            clip=args.clip, seed=args.seed, device=args.device, threads=args.threads, reset_every=args.reset_every,
-            eval_every=args.eval_every, log_every=args.log_every, checkpoint_minutes=args.checkpoint_minutes,
-            data_dir=args.data_dir)
-        try:
-            summary = train(config, args.out, resume=args.resume, progress=not args.no_progress,
-                            stop_after=args.stop_after)
-        except Diverged as err:
-            print(f"error: {err}", file=sys.stderr)
-            return 3
-        last = summary["curve"][-1] if summary["curve"] else {}
-        print(json.dumps({"status": summary["status"], "steps": summary["steps_done"], "wall_s": summary["wall_s"],
-                          **{k: v for k, v in last.items() if k != "step"}}))
-        return 0
-    model, config, step = load_model(args.checkpoint, args.device)
-    task = PTBTask(config.batch, reset_every=config.reset_every, data_dir=args.data_dir or config.data_dir,
-                   device=args.device)
-    result = {"step": step, **task.evaluate(model, args.split, batch_size=args.batch)}
-    if args.record:
-        summary_path = Path(args.checkpoint).with_name("summary.json")
-        summary = json.loads(summary_path.read_text())
-        summary.setdefault("final_eval", {}).update({f"{args.split}_bpc": result[f"{args.split}_bpc"],
-                                                     "eval_step": step, "eval_batch": args.batch})
-        summary_path.write_text(json.dumps(summary, indent=1))
-    print(json.dumps({"checkpoint": str(Path(args.checkpoint)), **result}))
+def _train(args) -> int:
+    given = {f.name: getattr(args, f.name) for f in dataclasses.fields(RunConfig) if hasattr(args, f.name)}
+    if args.resume:
+        saved = RunFolder(args.out).load_checkpoint(map_location="cpu")["config"]
+        if saved["task"] != args.task:
+            raise ValueError(f"--resume: {args.out} holds a {saved['task']} run, not {args.task}")
+        given = {**saved, **given}
+    config = RunConfig(**{**given, "task": args.task})
+    try:
+        summary = train(config, args.out, resume=args.resume, progress=not args.no_progress,
+                        stop_after=args.stop_after)
+    except Diverged as err:
+        print(f"error: {err}", file=sys.stderr)
+        return EXIT_DIVERGED
+    last = summary["curve"][-1] if summary["curve"] else {}
+    print(json.dumps({"status": summary["status"], "steps": summary["steps_done"], "wall_s": summary["wall_s"],
+                      **{k: v for k, v in last.items() if k not in ("step", "evaluated")}}))
+    if summary["status"] == "interrupted":
+        print(f"interrupted; continue with: python -m kfrtrl_lab train {args.task} --out {args.out} --resume",
+              file=sys.stderr)
+        return EXIT_INTERRUPTED
     return 0
 
+
+def _eval(args) -> int:
+    model, config, step = load_model(args.checkpoint, args.device)
+    if config.task != args.task:
+        raise ValueError(f"{args.checkpoint} is a {config.task} run; 'eval {args.task}' needs a {args.task} run")
+    config = dataclasses.replace(config, data_dir=args.data_dir or config.data_dir)
+    task = TASKS[config.task].from_config(config, args.device)
+    scores = task.evaluate(model, args.split, batch_size=args.batch)
+    if args.record:
+        RunFolder(Path(args.checkpoint).parent).record_eval({**scores, "eval_step": step, "eval_batch": args.batch})
+    print(json.dumps({"checkpoint": str(Path(args.checkpoint)), "step": step, **scores}))
+    return 0
+
+
+def _compare(args) -> int:
+    from .results import comparison_tables, load_summary
+
+    print(comparison_tables([load_summary(p) for p in args.summaries]))
+    return 0
+
+
+def _methods(args) -> int:
+    for name, cls in METHODS.items():
+        kind = "stochastic" if cls.stochastic else "deterministic"
+        doc = (cls.__doc__ or sys.modules[cls.__module__].__doc__ or "").strip().splitlines()[0]
+        print(f"{name:<16} {kind:<13} {doc}")
+    return 0
+
+
+COMMANDS = {"train": _train, "eval": _eval, "compare": _compare, "methods": _methods}
 
 if __name__ == "__main__":
     sys.exit(main())

@@ -1,7 +1,7 @@
 """Gradient analysis on one sequence: the exact gradient and samples of the estimators.
 
 The loss is L = Σ_{t=1..T} cross-entropy(y_t, target_t) (nats) from h_0 = 0, and
-every gradient is with respect to the cell's recurrent weight W, flattened to (P,),
+every gradient is with respect to the cell's weight W, flattened to (P,),
 P = (m+n+1)·r·n.
 """
 
@@ -11,43 +11,20 @@ import copy
 
 import torch
 
-from .methods import is_stochastic, make_estimator
+from .estimators import check_inputs, is_stochastic, make_estimator
 from .model import RecurrentModel
-
-
-def check_sequence(model: RecurrentModel, inputs, targets) -> None:
-    """Raise ValueError unless ``inputs`` is (T, m) in the model's dtype and ``targets`` (T,) int64."""
-    if not isinstance(model, RecurrentModel):
-        raise ValueError(f"model must be a kfrtrl_lab.RecurrentModel, got {type(model).__name__}")
-    m, k = model.input_size, model.output_size
-    weight = model.cell.weight
-    if not isinstance(inputs, torch.Tensor) or inputs.dim() != 2 or inputs.shape[1] != m or inputs.shape[0] < 1:
-        got = tuple(inputs.shape) if isinstance(inputs, torch.Tensor) else type(inputs).__name__
-        raise ValueError(f"inputs must be a float tensor of shape (T, input_size={m}) with T >= 1, got {got}")
-    if inputs.dtype != weight.dtype:
-        raise ValueError(f"inputs must have the model's dtype {weight.dtype}, got {inputs.dtype}")
-    T = inputs.shape[0]
-    if not isinstance(targets, torch.Tensor) or targets.shape != (T,):
-        got = tuple(targets.shape) if isinstance(targets, torch.Tensor) else type(targets).__name__
-        raise ValueError(f"targets must be a tensor of shape (T={T},), got {got}")
-    if targets.dtype != torch.long:
-        raise ValueError(f"targets must be int64 (torch.long) class indices, got {targets.dtype}")
-    if targets.min() < 0 or targets.max() >= k:
-        raise ValueError(f"targets must lie in [0, {k}) (output_size={k})")
-    if inputs.device != weight.device or targets.device != weight.device:
-        raise ValueError(f"inputs and targets must be on the model's device {weight.device}")
 
 
 def true_gradient(model: RecurrentModel, inputs: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
     """dL/dW by plain BPTT through the whole sequence, (P,). Leaves ``.grad`` untouched."""
-    check_sequence(model, inputs, targets)
+    check_inputs(model, inputs, targets)
     cell = model.cell
-    h = torch.zeros(1, cell.hidden_size, dtype=inputs.dtype, device=inputs.device)
+    state = cell.zero_state(1)
     with torch.enable_grad():
         loss = 0.0
         for t in range(inputs.shape[0]):
-            h = cell(inputs[t : t + 1], h)
-            loss = loss + model.lane_losses(h, targets[t : t + 1]).sum()
+            state = cell(inputs[t : t + 1], state)
+            loss = loss + model.lane_losses(cell.hidden(state), targets[t : t + 1]).sum()
         (grad,) = torch.autograd.grad(loss, cell.weight)
     return grad.reshape(-1)
 
@@ -60,7 +37,7 @@ def gradient_samples(model: RecurrentModel, inputs: torch.Tensor, targets: torch
     with its own random signs, so the rows are independent draws. A deterministic
     method's S rows are its one (possibly truncated) gradient, repeated.
     """
-    check_sequence(model, inputs, targets)
+    check_inputs(model, inputs, targets)
     if not isinstance(samples, int) or isinstance(samples, bool) or samples < 1:
         raise ValueError(f"samples must be a positive int, got {samples!r}")
     T = inputs.shape[0]

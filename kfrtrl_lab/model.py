@@ -1,4 +1,4 @@
-"""A Kronecker-class cell with a linear softmax readout.
+"""A Kronecker-class cell with a linear softmax readout of its h slot.
 
     y_t = softmax([h_t, 1] W_out),   L_t = cross-entropy(y_t, target_t)   (nats)
 
@@ -19,7 +19,7 @@ class RecurrentModel(nn.Module):
     def __init__(self, cell: Cell, output_size: int, init_std: float | None = None):
         super().__init__()
         if not isinstance(cell, Cell):
-            raise ValueError(f"cell must be a kfrtrl_lab Cell (TanhRNN, RHN, ...), got {type(cell).__name__}")
+            raise ValueError(f"cell must be a kfrtrl_lab Cell (TanhRNN, RHN, LSTM, ...), got {type(cell).__name__}")
         if not isinstance(output_size, int) or isinstance(output_size, bool) or output_size < 2:
             raise ValueError(f"output_size must be an int >= 2, got {output_size!r}")
         self.cell = cell

@@ -6,19 +6,13 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+from .runs import load_summary  # noqa: F401  (re-exported: results are run summaries)
+
 #: task -> (metric, {step: reference value or (low, high)})
 REFERENCE = {
     "copy": ("t_max", {100_000: 16, 200_000: 20, 500_000: 28, 1_000_000: (32, 37), 2_000_000: (38, 45)}),
     "ptb": ("valid_bpc", {100_000: 2.07, 200_000: 1.91, 500_000: 1.79, 1_000_000: (1.747, 1.750)}),
 }
-
-
-def load_summary(path: str | Path) -> dict:
-    summary = json.loads(Path(path).read_text())
-    for key in ("config", "curve", "steps_done"):
-        if key not in summary:
-            raise ValueError(f"{path} is not a run summary (no {key!r}); expected the summary.json a run writes")
-    return summary
 
 
 def value_at(summary: dict, metric: str, step: int):
@@ -53,6 +47,12 @@ def comparison_table(summaries: list[dict], task: str) -> str:
         lines.append(f"| {name} | " + " | ".join(cells) + f" | {s['steps_done']} | {_fmt(s.get('median_steps_per_s'))}"
                      f" | {s['wall_s'] / 3600:.2f} | {s.get('device_name', c['device'])} |")
     return "\n".join(lines)
+
+
+def comparison_tables(summaries: list[dict]) -> str:
+    """One markdown table per task present in ``summaries``."""
+    tasks = dict.fromkeys(s["config"]["task"] for s in summaries)
+    return "\n".join(f"\n### {task}\n\n{comparison_table(summaries, task)}" for task in tasks)
 
 
 def benchmark_rows(path: str | Path, device: str = "cpu") -> list[dict]:

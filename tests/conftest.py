@@ -3,7 +3,7 @@ import torch
 
 import kfrtrl_lab as kl
 
-CELLS = {"tanh": kl.TanhRNN, "rhn": kl.RHN}
+CELLS = {"tanh": kl.TanhRNN, "rhn": kl.RHN, "lstm": kl.LSTM}
 
 
 def make_model(cell="rhn", m=3, n=6, k=4, std=0.5, seed=0, dtype=torch.float64):

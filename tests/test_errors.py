@@ -17,9 +17,11 @@ def model():
 def test_unknown_method_lists_the_known_ones(model):
     with pytest.raises(ValueError, match=r"unknown method 'kfrtrl'.*bptt.*tbptt-<k>.*rtrl.*kf-rtrl.*uoro"):
         kl.make_estimator("kfrtrl", model, 2)
-    for bad in ("tbptt-0", "tbptt-", "tbptt-x", "", None):
+    for bad in ("tbptt-", "tbptt-x", "", None):
         with pytest.raises(ValueError, match="unknown method"):
             kl.make_estimator(bad, model, 2)
+    with pytest.raises(ValueError, match=r"method 'tbptt-0': k in tbptt-<k> must be a positive int, got 0"):
+        kl.make_estimator("tbptt-0", model, 2)
     x, y = make_sequence(model, 3)
     with pytest.raises(ValueError, match="known methods"):
         kl.gradient_samples(model, x, y, "snap-1", 4)

@@ -68,13 +68,13 @@ def test_tbptt_windows_detach_the_state(cell_name):
     g_tbptt, _, _ = run_lanes(f"tbptt-{k}", model, x, y)
     cell = model.cell
     expected = torch.zeros_like(cell.weight)
-    h = torch.zeros(2, cell.hidden_size, dtype=torch.float64)
+    state = cell.zero_state(2)
     for start in range(0, T, k):
-        h = h.detach()
+        state = state.detach()
         loss = 0
         for t in range(start, min(start + k, T)):
-            h = cell(x[t], h)
-            loss = loss + model.lane_losses(h, y[t]).sum()
+            state = cell(x[t], state)
+            loss = loss + model.lane_losses(cell.hidden(state), y[t]).sum()
         expected += torch.autograd.grad(loss, cell.weight)[0]
     assert rel_err(g_tbptt, expected) <= 1e-12
     assert rel_err(g_tbptt, run_lanes("bptt", model, x, y)[0]) > 1e-3  # truncation is visible
@@ -143,23 +143,24 @@ def test_kf_rtrl_follows_the_equations_step_by_step(cell_name):
     x, y = make_sequence(model, T, batch=B, seed=14)
     est = kl.make_estimator("kf-rtrl", model, B, reduction="sum", seed=21)
     signs = torch.Generator().manual_seed(21)
-    n, I = cell.hidden_size, cell.extended_size
+    s, n, I = cell.slots, cell.hidden_size, cell.extended_size
     u = torch.zeros(B, I, dtype=torch.float64)
-    A = torch.zeros(B, n, cell.gate_blocks * n, dtype=torch.float64)
-    h = torch.zeros(B, n, dtype=torch.float64)
+    A = torch.zeros(B, s * n, cell.gate_blocks * n, dtype=torch.float64)
+    state = torch.zeros(B, s * n, dtype=torch.float64)  # flattened (slot, unit)
     for t in range(T):
         if t == 6:
             est.reset([1])
-            u[1], A[1], h[1] = 0, 0, 0
+            u[1], A[1], state[1] = 0, 0, 0
         _, lane_grads = est.step_lane_gradients(x[t], y[t])
         c = torch.randint(0, 2, (B, 2), generator=signs).double() * 2 - 1
         for b in range(B):  # plain per-lane loop: this is the reference, not the implementation
-            x_hat = torch.cat([x[t, b], h[b], torch.ones(1, dtype=torch.float64)])
-            step = lambda hp: cell(x[t, b][None], hp[None])[0]  # noqa: E731
-            H = torch.autograd.functional.jacobian(step, h[b])
-            W0 = cell.weight.detach()
+            x_hat = torch.cat([x[t, b], state[b, :n], torch.ones(1, dtype=torch.float64)])
+            step = lambda sp: cell(x[t, b][None], sp.view(1, s, n)).flatten()  # noqa: E731
+            H = torch.autograd.functional.jacobian(step, state[b])
+            # D_t is the bias row of F_t = ∂s_t/∂W (x̂'s last entry is 1)
             D = torch.autograd.functional.jacobian(
-                lambda W: cell.phi((x_hat @ W).view(1, cell.gate_blocks, n), h[b][None])[0], W0)[:, -1, :]
+                lambda W: torch.func.functional_call(cell, {"weight": W}, (x[t, b][None], state[b].view(1, s, n)))
+                .flatten(), cell.weight.detach())[:, -1, :]
             Bt = H @ A[b]
             if u[b].norm() > 0:
                 p1 = (Bt.norm() / u[b].norm()).sqrt()
@@ -169,9 +170,9 @@ def test_kf_rtrl_follows_the_equations_step_by_step(cell_name):
                 u_new, A_new = torch.zeros_like(u[b]), torch.zeros_like(A[b])
             p2 = (D.norm() / x_hat.norm()).sqrt()
             u[b], A[b] = u_new + c[b, 1] * p2 * x_hat, A_new + c[b, 1] * D / p2
-            h[b] = step(h[b]).detach()
-        _, dl_dh, _ = model.readout_step(h, y[t], torch.ones(B, dtype=torch.float64))
-        expected = u[:, :, None] * torch.einsum("bj,bjc->bc", dl_dh, A)[:, None, :]
+            state[b] = step(state[b]).detach()
+        _, dl_dh, _ = model.readout_step(state[:, :n], y[t], torch.ones(B, dtype=torch.float64))
+        expected = u[:, :, None] * torch.einsum("bj,bjc->bc", dl_dh, A[:, :n])[:, None, :]
         torch.testing.assert_close(lane_grads, expected, rtol=1e-9, atol=1e-12)
         torch.testing.assert_close(est.kron_factors[0], u, rtol=1e-9, atol=1e-12)
         torch.testing.assert_close(est.kron_factors[1], A, rtol=1e-9, atol=1e-12)

@@ -7,9 +7,9 @@ from pathlib import Path
 import nbformat
 import pytest
 
-from kfrtrl_lab import experiments as ex
-from kfrtrl_lab import figures
-from kfrtrl_lab.reports import notebooks, to_html
+from kfrtrl_lab.notebook import experiments as ex
+from kfrtrl_lab.notebook import figures
+from kfrtrl_lab.notebook.reports import notebooks, to_html
 
 ROOT = Path(__file__).resolve().parents[1]
 NOTEBOOKS = notebooks(ROOT / "notebooks")
@@ -55,7 +55,7 @@ def test_variance_sweep_and_figure():
 
 
 def test_variance_explorer_sliders_redraw_the_figure():
-    from kfrtrl_lab.widgets import variance_explorer
+    from kfrtrl_lab.notebook.widgets import variance_explorer
 
     widget, handles = variance_explorer(n_options=(4, 6), lengths=(3, 5), samples_options=(10, 20))
     first = handles["figure"]

@@ -6,7 +6,6 @@ import http.server
 import io
 import math
 import os
-import shutil
 import socket
 import tarfile
 import threading
@@ -17,12 +16,10 @@ import torch
 
 import kfrtrl_lab as kl
 from conftest import make_model
-from kfrtrl_lab import ptb
+from kfrtrl_lab.tasks import ptb, ptb_data
 
 SHARED = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "ptb"
-NAMES = list(ptb.PTB_FILES.values())
-needs_data = pytest.mark.skipif(not all((SHARED / n).is_file() for n in NAMES),
-                                reason=f"no verified PTB copy at {SHARED}")
+NAMES = list(ptb_data.PTB_FILES.values())
 
 
 @pytest.fixture
@@ -59,13 +56,23 @@ def server(tmp_path, monkeypatch):
 def real_ptb():
     if not all((SHARED / n).is_file() for n in NAMES):
         pytest.skip(f"no verified PTB copy at {SHARED}")
-    return ptb.load_ptb(data_dir=SHARED, url="http://127.0.0.1:9/unused")
+    return ptb_data.load_ptb(data_dir=SHARED, url="http://127.0.0.1:9/unused")
 
 
-def copy_real(folder, names=NAMES):
+@pytest.fixture
+def fake_files(monkeypatch):
+    """Small stand-ins for the three files, with their own SHA-256 sums put in the package's place:
+    the download, archive and checksum tests need no copy of the real data."""
+    texts = {name: "".join(f" {c} _ {c}{c} \n" for c in "abc" * (i + 3)).encode() + b" "
+             for i, name in enumerate(NAMES)}
+    monkeypatch.setattr(ptb_data, "PTB_SHA256", {n: hashlib.sha256(t).hexdigest() for n, t in texts.items()})
+    return texts
+
+
+def write_files(folder, files, names=NAMES):
     folder.mkdir(parents=True, exist_ok=True)
     for name in names:
-        shutil.copyfile(SHARED / name, folder / name)
+        (folder / name).write_bytes(files[name])
 
 
 def make_archive(path, members):
@@ -92,9 +99,9 @@ def one_byte_changed(data: bytes, at: int = 100) -> bytes:
 def test_real_files_load_with_50_symbols_and_counted_lengths(real_ptb):
     vocab = real_ptb.vocab
     assert len(vocab) == 50
-    assert list(vocab.symbols) == sorted(vocab.symbols) and ptb.EOS in vocab.symbols and "_" in vocab.symbols
-    eos = vocab.index[ptb.EOS]
-    for split, name in ptb.PTB_FILES.items():
+    assert list(vocab.symbols) == sorted(vocab.symbols) and ptb_data.EOS in vocab.symbols and "_" in vocab.symbols
+    eos = vocab.index[ptb_data.EOS]
+    for split, name in ptb_data.PTB_FILES.items():
         raw = (SHARED / name).read_bytes()
         assert not any(c in raw for c in b"\t\r")  # spaces and newlines are the only whitespace
         lines = raw.count(b"\n")
@@ -109,10 +116,10 @@ def test_real_files_load_with_50_symbols_and_counted_lengths(real_ptb):
 
 
 def test_tokenize_and_vocabulary_round_trip():
-    assert ptb.tokenize("a _ b \n c \n ") == ["a", "_", "b", ptb.EOS, "c", ptb.EOS]
-    vocab = ptb.Vocabulary.from_tokens(["b", "_", ptb.EOS, "a", "b"])
+    assert ptb_data.tokenize("a _ b \n c \n ") == ["a", "_", "b", ptb_data.EOS, "c", ptb_data.EOS]
+    vocab = ptb_data.Vocabulary.from_tokens(["b", "_", ptb_data.EOS, "a", "b"])
     assert vocab.symbols == ("<eos>", "_", "a", "b")
-    ids = vocab.encode(["a", "_", "b", ptb.EOS])
+    ids = vocab.encode(["a", "_", "b", ptb_data.EOS])
     assert ids.dtype == torch.long and ids.tolist() == [2, 1, 3, 0]
     assert vocab.decode(ids) == "a b\n"
     with pytest.raises(ValueError, match="'z'"):
@@ -121,33 +128,31 @@ def test_tokenize_and_vocabulary_round_trip():
 
 # -- checksums -----------------------------------------------------------------------------------
 
-@needs_data
 @pytest.mark.parametrize("damage", ["truncated", "altered"])
-def test_damaged_file_is_rejected(tmp_path, closed_url, damage):
-    copy_real(tmp_path)
+def test_damaged_file_is_rejected(tmp_path, closed_url, damage, fake_files):
+    write_files(tmp_path, fake_files)
     path = tmp_path / "ptb.char.valid.txt"
     good = path.read_bytes()
     bad = good[: len(good) // 2] if damage == "truncated" else one_byte_changed(good)
     path.write_bytes(bad)
-    with pytest.raises(ptb.PTBChecksumError) as err:
-        ptb.load_ptb(data_dir=tmp_path, url=closed_url)
+    with pytest.raises(ptb_data.PTBChecksumError) as err:
+        ptb_data.load_ptb(data_dir=tmp_path, url=closed_url)
     msg = str(err.value)
-    assert str(path) in msg and ptb.PTB_SHA256[path.name] in msg and hashlib.sha256(bad).hexdigest() in msg
+    assert str(path) in msg and ptb_data.PTB_SHA256[path.name] in msg and hashlib.sha256(bad).hexdigest() in msg
     assert "delete" in msg
 
 
-@needs_data
-def test_verification_is_cached_but_a_rewrite_is_checked_again(tmp_path, monkeypatch, closed_url):
-    copy_real(tmp_path)
-    ptb.find_ptb(tmp_path, url=closed_url)
+def test_verification_is_cached_but_a_rewrite_is_checked_again(tmp_path, monkeypatch, closed_url, fake_files):
+    write_files(tmp_path, fake_files)
+    ptb_data.find_ptb(tmp_path, url=closed_url)
 
     class NoHashing:
         @staticmethod
         def sha256(*args):
             raise AssertionError("a verified, unchanged file was hashed again")
 
-    monkeypatch.setattr(ptb, "hashlib", NoHashing)
-    ptb.find_ptb(tmp_path, url=closed_url)
+    monkeypatch.setattr(ptb_data, "hashlib", NoHashing)
+    ptb_data.find_ptb(tmp_path, url=closed_url)
     monkeypatch.undo()
 
     path = tmp_path / "ptb.char.test.txt"
@@ -155,16 +160,15 @@ def test_verification_is_cached_but_a_rewrite_is_checked_again(tmp_path, monkeyp
     path.write_bytes(one_byte_changed(path.read_bytes()))
     # Same size; move the mtime explicitly so a coarse-timestamp filesystem cannot hide the rewrite.
     os.utime(path, ns=(st.st_atime_ns, st.st_mtime_ns + 10**9))
-    with pytest.raises(ptb.PTBChecksumError, match="ptb.char.test.txt"):
-        ptb.find_ptb(tmp_path, url=closed_url)
+    with pytest.raises(ptb_data.PTBChecksumError, match="ptb.char.test.txt"):
+        ptb_data.find_ptb(tmp_path, url=closed_url)
 
 
 # -- download ----------------------------------------------------------------------------------
 
-@needs_data
-def test_download_extracts_only_the_three_verified_files(tmp_path, server):
+def test_download_extracts_only_the_three_verified_files(tmp_path, server, fake_files):
     root, base = server
-    real = {n: (SHARED / n).read_bytes() for n in NAMES}
+    real = fake_files
     make_archive(root / "simple-examples.tgz", [
         # Traversal and link members come first: if they were honoured they would win.
         ("../data/ptb.char.train.txt", b"evil"),
@@ -176,87 +180,85 @@ def test_download_extracts_only_the_three_verified_files(tmp_path, server):
         *((f"./simple-examples/data/{n}", real[n]) for n in NAMES),
     ])
     target = tmp_path / "a" / "b" / "c" / "ptb"
-    assert ptb.find_ptb(target, url=base + "simple-examples.tgz") == target
+    assert ptb_data.find_ptb(target, url=base + "simple-examples.tgz") == target
     assert sorted(p.name for p in target.iterdir()) == sorted(NAMES)  # no decoys, no temp files
     for n in NAMES:
         assert (target / n).read_bytes() == real[n]
     assert not list(tmp_path.rglob("escaped.txt"))
 
 
-@needs_data
-def test_archive_with_an_altered_file_is_rejected_and_nothing_installed(tmp_path, server):
+def test_archive_with_an_altered_file_is_rejected_and_nothing_installed(tmp_path, server, fake_files):
     root, base = server
-    real = {n: (SHARED / n).read_bytes() for n in NAMES}
+    real = dict(fake_files)
     real["ptb.char.test.txt"] = one_byte_changed(real["ptb.char.test.txt"])
     make_archive(root / "simple-examples.tgz", [(f"./simple-examples/data/{n}", real[n]) for n in NAMES])
     target = tmp_path / "ptb"
-    with pytest.raises(ptb.PTBChecksumError, match="ptb.char.test.txt") as err:
-        ptb.find_ptb(target, url=base + "simple-examples.tgz")
-    assert "archive" in str(err.value) and ptb.PTB_SHA256["ptb.char.test.txt"] in str(err.value)
+    with pytest.raises(ptb_data.PTBChecksumError, match="ptb.char.test.txt") as err:
+        ptb_data.find_ptb(target, url=base + "simple-examples.tgz")
+    assert "archive" in str(err.value) and ptb_data.PTB_SHA256["ptb.char.test.txt"] in str(err.value)
     assert list(target.iterdir()) == []
 
 
-@needs_data
-def test_only_missing_files_are_taken_from_the_archive(tmp_path, server):
+def test_only_missing_files_are_taken_from_the_archive(tmp_path, server, fake_files):
     root, base = server
     target = tmp_path / "ptb"
-    copy_real(target, NAMES[:2])
+    write_files(target, fake_files, NAMES[:2])
     test_name = "ptb.char.test.txt"
-    member = (f"./simple-examples/data/{test_name}", (SHARED / test_name).read_bytes())
+    member = (f"./simple-examples/data/{test_name}", fake_files[test_name])
     make_archive(root / "simple-examples.tgz", [member])
-    assert ptb.find_ptb(target, url=base + "simple-examples.tgz") == target
+    assert ptb_data.find_ptb(target, url=base + "simple-examples.tgz") == target
     assert sorted(p.name for p in target.iterdir()) == sorted(NAMES)
 
 
 def test_bad_download_and_missing_member_give_not_found(tmp_path, server):
     root, base = server
     (root / "page.html").write_bytes(b"<html>not an archive</html>")
-    with pytest.raises(ptb.PTBNotFoundError, match="ptb.char.train.txt"):
-        ptb.find_ptb(tmp_path / "a", url=base + "page.html")
-    with pytest.raises(ptb.PTBNotFoundError, match="404"):
-        ptb.find_ptb(tmp_path / "b", url=base + "missing.tgz")
+    with pytest.raises(ptb_data.PTBNotFoundError, match="ptb.char.train.txt"):
+        ptb_data.find_ptb(tmp_path / "a", url=base + "page.html")
+    with pytest.raises(ptb_data.PTBNotFoundError, match="404"):
+        ptb_data.find_ptb(tmp_path / "b", url=base + "missing.tgz")
     make_archive(root / "empty.tgz", [("./simple-examples/data/ptb.train.txt", b"decoy")])
-    with pytest.raises(ptb.PTBNotFoundError, match="archive has no data/ptb.char.train.txt"):
-        ptb.find_ptb(tmp_path / "c", url=base + "empty.tgz")
+    with pytest.raises(ptb_data.PTBNotFoundError, match="archive has no data/ptb.char.train.txt"):
+        ptb_data.find_ptb(tmp_path / "c", url=base + "empty.tgz")
     for folder in "abc":
         assert list((tmp_path / folder).iterdir()) == []
 
 
 def test_no_network_names_folder_files_url_and_env_var(tmp_path, closed_url):
     target = tmp_path / "nowhere"
-    with pytest.raises(ptb.PTBNotFoundError) as err:
-        ptb.find_ptb(target, url=closed_url)
+    with pytest.raises(ptb_data.PTBNotFoundError) as err:
+        ptb_data.find_ptb(target, url=closed_url)
     assert isinstance(err.value, FileNotFoundError)
     msg = str(err.value)
-    for part in [str(target), closed_url, ptb.ENV_VAR, *NAMES]:
+    for part in [str(target), closed_url, ptb_data.ENV_VAR, *NAMES]:
         assert part in msg
     assert list(target.iterdir()) == []  # no half-downloaded archive left behind
 
 
 # -- where the folder is -----------------------------------------------------------------------
 
-def test_env_var_is_honoured_and_the_argument_wins(tmp_path, monkeypatch, closed_url):
+def test_env_var_is_honoured_and_the_argument_wins(tmp_path, monkeypatch, closed_url, fake_files):
     from_env = tmp_path / "from_env"
-    monkeypatch.setenv(ptb.ENV_VAR, str(from_env))
-    assert ptb.resolve_ptb_dir() == from_env
-    assert ptb.resolve_ptb_dir(tmp_path / "arg") == tmp_path / "arg"
-    with pytest.raises(ptb.PTBNotFoundError, match=str(from_env)):
-        ptb.find_ptb(url=closed_url)
-    if all((SHARED / n).is_file() for n in NAMES):
-        monkeypatch.setenv(ptb.ENV_VAR, str(SHARED))
-        assert ptb.find_ptb(url=closed_url) == SHARED
+    monkeypatch.setenv(ptb_data.ENV_VAR, str(from_env))
+    assert ptb_data.resolve_ptb_dir() == from_env
+    assert ptb_data.resolve_ptb_dir(tmp_path / "arg") == tmp_path / "arg"
+    with pytest.raises(ptb_data.PTBNotFoundError, match=str(from_env)):
+        ptb_data.find_ptb(url=closed_url)
+    monkeypatch.setenv(ptb_data.ENV_VAR, str(tmp_path / "verified"))
+    write_files(tmp_path / "verified", fake_files)
+    assert ptb_data.find_ptb(url=closed_url) == tmp_path / "verified"
 
 
 def test_cache_fallback_honours_xdg_cache_home_then_home(tmp_path, monkeypatch, closed_url):
-    monkeypatch.delenv(ptb.ENV_VAR, raising=False)
+    monkeypatch.delenv(ptb_data.ENV_VAR, raising=False)
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))
     expected = tmp_path / "xdg" / "kfrtrl_lab" / "ptb"
-    assert ptb.resolve_ptb_dir() == expected
-    with pytest.raises(ptb.PTBNotFoundError, match=str(expected)):
-        ptb.find_ptb(url=closed_url)
+    assert ptb_data.resolve_ptb_dir() == expected
+    with pytest.raises(ptb_data.PTBNotFoundError, match=str(expected)):
+        ptb_data.find_ptb(url=closed_url)
     monkeypatch.delenv("XDG_CACHE_HOME")
     monkeypatch.setenv("HOME", str(tmp_path / "home"))
-    assert ptb.resolve_ptb_dir() == tmp_path / "home" / ".cache" / "kfrtrl_lab" / "ptb"
+    assert ptb_data.resolve_ptb_dir() == tmp_path / "home" / ".cache" / "kfrtrl_lab" / "ptb"
 
 
 # -- batching ----------------------------------------------------------------------------------
@@ -309,12 +311,12 @@ def reference_bpc(model, ids, batch_size):
     total, count = 0.0, 0
     for b in range(batch_size):
         lane = ids[b * length : (b + 1) * length].tolist()
-        h = torch.zeros(1, n, dtype=torch.float64)
+        state = model.cell.zero_state(1)
         for t in range(length - 1):
             x = torch.zeros(1, vocab, dtype=torch.float64)
             x[0, lane[t]] = 1
-            h = model.cell(x, h)
-            logits = h[0] @ model.readout[:n] + model.readout[n]
+            state = model.cell(x, state)
+            logits = state[0, 0] @ model.readout[:n] + model.readout[n]
             total += (torch.logsumexp(logits, 0) - logits[lane[t + 1]]).item()
             count += 1
     return total / count / math.log(2)

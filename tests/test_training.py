@@ -1,5 +1,6 @@
 """Online training with torch.optim: the estimators' .grad drives Adam every step."""
 
+import copy
 import math
 
 import pytest
@@ -27,7 +28,8 @@ def delayed_echo(method, steps=600, B=8, n=16, delay=2, seed=0, lr=3e-2):
 
 @pytest.mark.parametrize("method", ["kf-rtrl", "uoro", "rtrl", "tbptt-4"])
 def test_adam_every_step_learns_a_task_that_needs_memory(method):
-    first, last = delayed_echo(method)
+    # UORO's noisier gradient needs a smaller step: at 3e-2 it fails on 3 of 4 seeds, at 1e-2 it learns on all
+    first, last = delayed_echo(method, lr=1e-2 if method == "uoro" else 3e-2)
     assert first > 0.6
     assert last < 0.85 * math.log(2)
 
@@ -52,19 +54,27 @@ def test_float32_works(method):
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="no GPU on this machine")
 @pytest.mark.parametrize("method", ["kf-rtrl", "uoro", "rtrl", "tbptt-3"])
 def test_gpu_matches_cpu(method):
-    torch.manual_seed(0)
-    model = kl.RecurrentModel(kl.RHN(3, 8, init_std=0.5), 5).double()
-    x, y = torch.randn(6, 4, 3, dtype=torch.float64), torch.randint(0, 5, (6, 4))
-    grads = []
-    for device in ("cpu", "cuda"):
-        m = model.to(device)
-        m.zero_grad(set_to_none=True)
-        est = kl.make_estimator(method, m, 4, seed=0)
-        for t in range(6):
-            est.step(x[t].to(device), y[t].to(device))
-        est.flush()
-        grads.append(m.cell.weight.grad.cpu())
+    """The same model on each device (a copy: .to() would move the one model and its .grad). Exact
+    methods give the same gradient; stochastic ones are checked against the exact gradient by the
+    z-test of test_unbiasedness, run on the GPU."""
+    from conftest import make_model, make_sequence
+    from test_unbiasedness import bias_violations
+
+    model = make_model("rhn", m=3, n=6, k=4)
     if method in ("rtrl", "tbptt-3"):
+        x, y = make_sequence(model, 6, batch=4)
+        grads = []
+        for device in ("cpu", "cuda"):
+            m = copy.deepcopy(model).to(device)
+            est = kl.make_estimator(method, m, 4, seed=0)
+            for t in range(6):
+                est.step(x[t].to(device), y[t].to(device))
+            est.flush()
+            grads.append(m.cell.weight.grad.cpu())
         torch.testing.assert_close(grads[0], grads[1])
-    else:  # different random streams on the two devices; both finite and of the same size
-        assert torch.isfinite(grads[1]).all()
+    else:
+        x, y = make_sequence(model, 9)
+        g = kl.true_gradient(model, x, y)
+        on_gpu = copy.deepcopy(model).to("cuda")
+        G = kl.gradient_samples(on_gpu, x.cuda(), y.cuda(), method, 4000, seed=2).cpu()
+        assert G.std(dim=0).max() > 0 and bias_violations(G, g) == 0

@@ -9,9 +9,9 @@ import pytest
 import torch
 
 import kfrtrl_lab as kl
-import kfrtrl_lab.kf_rtrl
-import kfrtrl_lab.methods
-import kfrtrl_lab.uoro
+import kfrtrl_lab.estimators.kf_rtrl
+import kfrtrl_lab.estimators.registry
+import kfrtrl_lab.estimators.uoro
 from conftest import make_model, make_sequence
 
 SAMPLES = 4000
@@ -54,15 +54,15 @@ def test_samples_are_reproducible_and_independent_across_lanes():
 
 # -- deliberate bugs that the test above must catch ------------------------------------------
 
-class DroppedBiasRow(kfrtrl_lab.kf_rtrl.KFRTRL):
-    def _advance(self, x):
-        super()._advance(x)
+class DroppedBiasRow(kfrtrl_lab.estimators.kf_rtrl.KFRTRL):
+    def _advance(self, step):
+        super()._advance(step)
         self.u[:, -1] = 0.0  # forget the bias entry of x̂ in the u factor
 
 
-class MismatchedP(kfrtrl_lab.kf_rtrl.KFRTRL):
-    def _advance(self, x):
-        super()._advance(x)
+class MismatchedP(kfrtrl_lab.estimators.kf_rtrl.KFRTRL):
+    def _advance(self, step):
+        super()._advance(step)
         self.A_scale *= 1.1  # as if A were scaled by 1.1/p instead of 1/p: u_t ⊗ A_t no longer telescopes
 
 
@@ -76,13 +76,13 @@ def shared_across_lanes(shape, generator, dtype, device):
 def test_the_check_catches_a_biased_estimator(monkeypatch, bug):
     method = "uoro" if bug.startswith("uoro") else "kf-rtrl"
     if bug == "dropped bias row":
-        monkeypatch.setitem(kfrtrl_lab.methods.ONLINE_METHODS, "kf-rtrl", DroppedBiasRow)
+        monkeypatch.setitem(kfrtrl_lab.estimators.registry.METHODS, "kf-rtrl", DroppedBiasRow)
     elif bug == "mismatched p":
-        monkeypatch.setitem(kfrtrl_lab.methods.ONLINE_METHODS, "kf-rtrl", MismatchedP)
+        monkeypatch.setitem(kfrtrl_lab.estimators.registry.METHODS, "kf-rtrl", MismatchedP)
     elif bug == "kf signs shared across lanes":
-        monkeypatch.setattr(kfrtrl_lab.kf_rtrl, "rademacher", shared_across_lanes)
+        monkeypatch.setattr(kfrtrl_lab.estimators.kf_rtrl, "rademacher", shared_across_lanes)
     else:
-        monkeypatch.setattr(kfrtrl_lab.uoro, "rademacher", shared_across_lanes)
+        monkeypatch.setattr(kfrtrl_lab.estimators.uoro, "rademacher", shared_across_lanes)
     G, g = samples("rhn", method)
     assert bias_violations(G, g) > 0
 

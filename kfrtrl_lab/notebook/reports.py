@@ -1,6 +1,6 @@
 """Executed notebooks and offline HTML reports.
 
-``python -m kfrtrl_lab.reports --profile quick`` runs every ``notebooks/NN_*.ipynb`` under
+``python -m kfrtrl_lab.notebook.reports --profile quick`` runs every ``notebooks/NN_*.ipynb`` under
 papermill into ``reports/`` and renders each to HTML that needs no network: plotly.js is
 embedded in the page (the notebooks use plotly's offline renderer) and MathJax is copied
 next to the pages from the ``jupyter_server_mathjax`` package instead of loading from a CDN.
@@ -14,7 +14,7 @@ import sys
 import time
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 PROFILES = ("quick", "full")
 
 

@@ -7,26 +7,21 @@ sizes and draw what these return.
 from __future__ import annotations
 
 import math
-import time
 
 import torch
 
-from .analysis import gradient_samples, relative_variance, true_gradient
-from .cells import RHN, TanhRNN
-from .copy_task import copy_sequence
-from .methods import make_estimator
-from .model import RecurrentModel
-
-CELLS = {"rhn": RHN, "tanh": TanhRNN}
+from ..analysis import gradient_samples, relative_variance, true_gradient
+from ..cells import RHN, CellStep, make_cell
+from ..measure import loglog_slope, step_cost  # noqa: F401  (the notebooks' cost measurements)
+from ..model import RecurrentModel
+from ..tasks.copy import copy_sequence
 
 
 def random_model(cell: str = "rhn", input_size: int = 4, hidden_size: int = 16, output_size: int = 4,
                  init_std: float | None = None, seed: int = 0, dtype=torch.float64) -> RecurrentModel:
     """A seeded random model (``init_std`` None: the cell's default, N(0, 0.01²) for the RHN)."""
-    if cell not in CELLS:
-        raise ValueError(f"cell must be one of {sorted(CELLS)}, got {cell!r}")
     torch.manual_seed(seed)
-    return RecurrentModel(CELLS[cell](input_size, hidden_size, init_std=init_std), output_size,
+    return RecurrentModel(make_cell(cell, input_size, hidden_size, init_std=init_std), output_size,
                           init_std=init_std).to(dtype)
 
 
@@ -52,54 +47,21 @@ def rtrl_vs_bptt(cell: str = "rhn", hidden_size: int = 8, T: int = 20, seed: int
             "relative_error": ((rtrl - exact).norm() / exact.norm()).item()}
 
 
-def step_cost(method: str, hidden_size: int, batch_size: int = 8, input_size: int = 4, steps: int = 20,
-              warmup: int = 3, seed: int = 0) -> dict:
-    """Wall time per step (median over ``steps``) and bytes of per-lane state of one estimator,
-    RHN cell, float32, on the current thread setting."""
-    model = random_model("rhn", input_size, hidden_size, input_size, seed=seed, dtype=torch.float32)
-    est = make_estimator(method, model, batch_size, seed=seed)
-    g = torch.Generator().manual_seed(seed)
-    xs = torch.randn(warmup + steps, batch_size, input_size, generator=g)
-    ys = torch.randint(0, input_size, (warmup + steps, batch_size), generator=g)
-    times = []
-    for t in range(warmup + steps):
-        start = time.perf_counter()
-        est.step(xs[t], ys[t])
-        if t >= warmup:
-            times.append(time.perf_counter() - start)
-        model.zero_grad(set_to_none=False)
-    est.flush()
-    state = sum(getattr(est, k).numel() * getattr(est, k).element_size() for k in est.state_names)
-    times.sort()
-    return {"method": method, "n": hidden_size, "batch": batch_size, "ms_per_step": 1e3 * times[len(times) // 2],
-            "state_MB": state / 2**20, "threads": torch.get_num_threads()}
-
-
-def loglog_slope(xs, ys) -> float:
-    """Least-squares slope of log y against log x."""
-    lx = [math.log(x) for x in xs]
-    ly = [math.log(y) for y in ys]
-    mx, my = sum(lx) / len(lx), sum(ly) / len(ly)
-    return sum((a - mx) * (b - my) for a, b in zip(lx, ly)) / sum((a - mx) ** 2 for a in lx)
-
-
 # -- notebook 2: the Kronecker factorisation ---------------------------------------------------
 
 def immediate_jacobian_check(cell: str = "rhn", hidden_size: int = 5, seed: int = 0) -> dict:
-    """max |∂h_t/∂W (autograd) − x̂_t ⊗ D_t| at a random point."""
+    """max |∂s_t/∂W (autograd) − x̂_t ⊗ D_t| at a random point (F_t, algorithms.md section 2)."""
     model = random_model(cell, hidden_size=hidden_size, init_std=0.5, seed=seed)
     c = model.cell
     g = torch.Generator().manual_seed(seed + 1)
     x = torch.randn(1, c.input_size, generator=g, dtype=torch.float64)
     h_prev = torch.randn(1, c.hidden_size, generator=g, dtype=torch.float64).tanh()
-    x_hat = c.extended_input(x, h_prev)
+    state_prev = torch.stack([h_prev] * c.slots, dim=1)
     with torch.no_grad():
-        _, d, _ = c.derivatives(c.preactivation(x_hat), h_prev)
-    n, r = c.hidden_size, c.gate_blocks
-    F = torch.autograd.functional.jacobian(lambda W: c.phi((x_hat @ W).view(1, r, n), h_prev)[0],
-                                           c.weight.detach())
-    D = torch.cat([torch.diag(d[0, k]) for k in range(r)], dim=1)
-    kron = torch.einsum("i,jc->jic", x_hat[0], D)
+        step = c.step(x, state_prev)
+    F = torch.autograd.functional.jacobian(
+        lambda W: torch.func.functional_call(c, {"weight": W}, (x, state_prev))[0].flatten(), c.weight.detach())
+    kron = torch.einsum("i,jc->jic", step.x_hat[0], step.D_dense()[0])
     return {"cell": cell, "F_shape": tuple(F.shape), "max_abs_error": (F - kron).abs().max().item(),
             "max_abs_F": F.abs().max().item()}
 
@@ -122,8 +84,8 @@ def kron_step_terms(seed: int = 0, n: int = 6, m: int = 3):
     u = torch.randn(m + n + 1, generator=g, dtype=torch.float64)
     B = torch.randn(n, 2 * n, generator=g, dtype=torch.float64) * 0.3
     x_hat = torch.cat([torch.randn(m + n, generator=g, dtype=torch.float64), torch.ones(1, dtype=torch.float64)])
-    D = torch.zeros(n, 2 * n, dtype=torch.float64)
-    D.view(n, 2, n).diagonal(dim1=0, dim2=2).copy_(torch.rand(2, n, generator=g, dtype=torch.float64) * 0.25)
+    d = (torch.rand(2, n, generator=g, dtype=torch.float64) * 0.25).view(1, 1, 2, n)
+    D = CellStep(RHN(m, n), x_hat[None], None, d, None).D_dense()[0]
     return u, B, x_hat, D
 
 
@@ -173,7 +135,7 @@ def train_copy_model(hidden_size: int = 16, steps: int = 2000, method: str = "rt
                      lr: float = 3e-3, seed: int = 0) -> tuple[RecurrentModel, dict]:
     """An RHN trained online on the copy task by the trainer, in float64 for variance analysis;
     returns it with the curriculum's last state."""
-    from .train import RunConfig, train_model
+    from ..train import RunConfig, train_model
 
     config = RunConfig(task="copy", method=method, hidden=hidden_size, batch=batch, steps=steps, lr=lr, seed=seed,
                        log_every=steps)

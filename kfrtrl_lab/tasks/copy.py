@@ -10,7 +10,9 @@ so each bit must be reproduced T+1 steps after it was read. Curriculum: T_max st
 ema ← 0.999·ema + 0.001·loss_bits after every step (ema starts at 1.0); when a lane starts a
 new sequence and ema < 0.15, T_max += 1 and ema ← 0.3. Each new sequence draws T uniformly
 from {max(1, T_max − 4), …, T_max}. Lanes are independent streams: each starts its next
-sequence as soon as its last one ends, and its state is reset then.
+sequence as soon as its last one ends, and its state is reset then. With ``synchronous=True``
+(for full BPTT, which updates at the end of a sequence) all lanes share one T per round and start
+and end their sequences together.
 """
 
 from __future__ import annotations
@@ -18,6 +20,8 @@ from __future__ import annotations
 import math
 
 import torch
+
+from .base import Task
 
 BIT0, BIT1, MARKER, BLANK = 0, 1, 2, 3
 VOCAB = 4
@@ -34,7 +38,7 @@ def copy_sequence(T: int, seed: int = 0, dtype=torch.float32):
     return torch.nn.functional.one_hot(inputs, VOCAB).to(dtype), targets
 
 
-class CopyTask:
+class CopyTask(Task):
     """B independent lanes of copy sequences under the curriculum.
 
     Per step: ``x, y, starts = task.next()`` gives one-hot inputs (B, 4), targets (B,) and the
@@ -42,11 +46,16 @@ class CopyTask:
     ``task.observe(losses_nats)`` feeds the batch loss to the curriculum.
     """
 
+    name = "copy"
+    defaults = {"hidden": 128, "batch": 16}
+    input_size = output_size = VOCAB
+
     def __init__(self, batch_size: int, seed: int = 0, device="cpu", dtype=torch.float32,
                  ema_decay: float = 0.999, threshold: float = 0.15, ema_after_increase: float = 0.3,
-                 window: int = 5):
+                 window: int = 5, synchronous: bool = False):
         if not isinstance(batch_size, int) or batch_size < 1:
             raise ValueError(f"batch_size must be a positive int, got {batch_size!r}")
+        self.synchronous = synchronous
         self.batch_size, self.device, self.dtype = batch_size, torch.device(device), dtype
         self.ema_decay, self.threshold, self.ema_after_increase, self.window = (
             ema_decay, threshold, ema_after_increase, window)
@@ -65,12 +74,20 @@ class CopyTask:
             self.ema = self.ema_after_increase
         k = int(lanes.sum())
         low = max(1, self.t_max - self.window + 1)
-        T = torch.randint(low, self.t_max + 1, (k,), generator=self.generator)
+        T = torch.randint(low, self.t_max + 1, (1 if self.synchronous else k,), generator=self.generator).expand(k)
         if self.bits.shape[1] < self.t_max:
             self.bits = torch.nn.functional.pad(self.bits, (0, self.t_max - self.bits.shape[1]))
         self.bits[lanes] = torch.randint(0, 2, (k, self.bits.shape[1]), generator=self.generator)
         self.length[lanes] = T
         self.position[lanes] = 0
+
+    @classmethod
+    def from_config(cls, config, device, aligned: bool = False) -> "CopyTask":
+        return cls(config.batch, seed=config.seed, device=device, synchronous=aligned)
+
+    @property
+    def aligned_starts(self) -> bool:
+        return self.synchronous
 
     def next(self):
         """(x (B, 4) one-hot, y (B,) targets, starts (B,) bool) for the next time step."""
@@ -97,7 +114,7 @@ class CopyTask:
     def state_dict(self) -> dict:
         return {"t_max": self.t_max, "ema": self.ema, "length": self.length.clone(),
                 "position": self.position.clone(), "bits": self.bits.clone(), "fresh": self._fresh,
-                "generator": self.generator.get_state()}
+                "generator": self.generator.get_state(), "synchronous": self.synchronous}
 
     def load_state_dict(self, state: dict) -> None:
         self.t_max, self.ema, self._fresh = state["t_max"], state["ema"], state["fresh"]

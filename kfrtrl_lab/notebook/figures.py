@@ -6,8 +6,8 @@ import plotly.graph_objects as go
 import plotly.io as pio
 from plotly.io.base_renderers import MimetypeRenderer
 
-from .experiments import loglog_slope
-from .results import REFERENCE
+from ..measure import loglog_slope
+from ..results import REFERENCE
 
 class OfflineRenderer(MimetypeRenderer):
     """Notebook output that works with no network: plotly.js is embedded in the first figure of

@@ -1,10 +1,10 @@
-"""Backpropagation through time: full (``bptt``) and truncated (``tbptt-k``).
+"""Backpropagation through time: full (``bptt``) and truncated (``tbptt-<k>``).
 
-The reference the online methods are measured against. The loss of every step is
-kept in the autograd graph; at the end of a window of k steps (or at
-:meth:`flush`, for full BPTT at the end of the sequence) one backward pass writes
+The reference the online methods are measured against. The loss of every step is kept in the
+autograd graph; at the end of a window of k steps (or at :meth:`flush`, for full BPTT at the end
+of the sequence) one backward pass writes
 
-    dL/dθ = Σ_t dL_t/dθ   (paths through h only within the window)
+    dL/dθ = Σ_t dL_t/dθ   (paths through the state only within the window)
 
 into ``.grad`` and the state is detached, so the next window starts a new graph.
 """
@@ -13,18 +13,23 @@ from __future__ import annotations
 
 import torch
 
-from .estimator import Estimator
+from .base import Estimator
+from .registry import register_method
 
 
-class TruncatedBPTT(Estimator):
-    """``truncation=None`` is full BPTT: the gradient is written only by :meth:`flush`."""
+@register_method
+class BPTT(Estimator):
+    """Full BPTT: the gradient is written only by :meth:`flush` (at the end of the sequence)."""
+
+    name = "bptt"
+    flushes_at_sequence_end = True
 
     def __init__(self, model, batch_size, *, truncation: int | None = None, **kwargs):
-        if truncation is not None and (not isinstance(truncation, int) or truncation < 1):
+        if truncation is not None and (not isinstance(truncation, int) or isinstance(truncation, bool)
+                                       or truncation < 1):
             raise ValueError(f"truncation must be a positive int or None, got {truncation!r}")
         self.truncation = truncation
         super().__init__(model, batch_size, **kwargs)
-        self.name = "bptt" if truncation is None else f"tbptt-{truncation}"
         self._pending_loss = None
         self._window = 0
 
@@ -33,13 +38,13 @@ class TruncatedBPTT(Estimator):
         self.gradient_ready = False
         self.steps += 1
         with torch.enable_grad():
-            h = self.cell(x, self.h)
-            self._check_finite("hidden state h_t", h.detach())
-            losses = self.model.lane_losses(h, targets)
+            state = self.cell(x, self.state)
+            self._check_finite("hidden state h_t", state.detach())
+            losses = self.model.lane_losses(self.cell.hidden(state), targets)
             self._check_finite("loss", losses.detach())
             step_loss = (losses * self._lane_weights).sum()
         self._pending_loss = step_loss if self._pending_loss is None else self._pending_loss + step_loss
-        self.h = h
+        self.state = state
         self._window += 1
         if self.truncation is not None and self._window == self.truncation:
             self.flush()
@@ -51,7 +56,7 @@ class TruncatedBPTT(Estimator):
             self.gradient_ready = True
         self._pending_loss = None
         self._window = 0
-        self.h = self.h.detach()
+        self.state = self.state.detach()
 
     @property
     def resumable(self):
@@ -68,3 +73,15 @@ class TruncatedBPTT(Estimator):
             f"{self.name} computes one gradient for all lanes by backprop; use kl.gradient_samples, "
             f"which runs deterministic methods on one lane"
         )
+
+
+@register_method
+class TruncatedBPTT(BPTT):
+    """BPTT in windows of k steps: a backward pass and a detach at the end of every window."""
+
+    name = "tbptt-<k>"
+    flushes_at_sequence_end = False
+
+    def __init__(self, model, batch_size, k: int, **kwargs):
+        super().__init__(model, batch_size, truncation=k, **kwargs)
+        self.name = f"tbptt-{k}"

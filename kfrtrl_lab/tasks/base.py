@@ -1,0 +1,61 @@
+"""What the online trainer asks of a task (one file a task, plus a line in ``TASKS``)."""
+
+from __future__ import annotations
+
+import torch
+
+
+class Task:
+    """B lanes of a stream of (input, target) steps.
+
+    Per step: ``x, y, starts = task.next()`` gives inputs (B, m), targets (B,) and the lanes that
+    start a new sequence at this step (the trainer resets their state and influence first);
+    after the step ``task.observe(losses_nats)`` returns the step's loss in bits and feeds any
+    curriculum.
+    """
+
+    name: str = ""
+    #: the sizes the task suggests when the run does not give them (e.g. {"hidden": 128, "batch": 16})
+    defaults: dict = {}
+    #: True when :meth:`evaluate` scores the model on held-out data (the trainer calls it every
+    #: ``eval_every`` steps)
+    evaluates: bool = False
+    input_size: int
+    output_size: int
+
+    @classmethod
+    def check_config(cls, config, aligned: bool = False) -> None:
+        """Raise ValueError for a configuration the task cannot run, before any data load.
+        ``aligned``: the method needs every lane to start its sequences at the same steps."""
+
+    @classmethod
+    def from_config(cls, config, device, aligned: bool = False) -> "Task":
+        raise NotImplementedError
+
+    @property
+    def aligned_starts(self) -> bool:
+        """True when all lanes always start their sequences at the same steps."""
+        return False
+
+    def next(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        raise NotImplementedError
+
+    def observe(self, losses_nats: torch.Tensor) -> float:
+        raise NotImplementedError
+
+    def metrics(self) -> dict:
+        """Task-specific numbers for the metrics line (e.g. the curriculum's T_max)."""
+        return {}
+
+    def evaluate(self, model, split: str = "valid", batch_size: int = 32) -> dict:
+        return {}
+
+    def finish(self, model) -> dict:
+        """Extra fields for the run summary at the end of a run."""
+        return {}
+
+    def state_dict(self) -> dict:
+        raise NotImplementedError
+
+    def load_state_dict(self, state: dict) -> None:
+        raise NotImplementedError
