@@ -112,6 +112,11 @@ class Cell(nn.Module):
         n, r = self.hidden_size, self.gate_blocks
         return self.weight[self.recurrent_rows].view(n, r, n).diagonal(dim1=0, dim2=2)
 
+    def per_column(self, q: torch.Tensor) -> torch.Tensor:
+        """A per-unit quantity (..., n) at each of W's columns (..., r·n): column k·n + j gets q[..., j]."""
+        r = self.gate_blocks
+        return q.unsqueeze(-2).expand(*q.shape[:-1], r, q.shape[-1]).reshape(*q.shape[:-1], r * q.shape[-1])
+
     # -- the step ------------------------------------------------------------------------
     def forward(self, x: torch.Tensor, state_prev: torch.Tensor) -> torch.Tensor:
         """One differentiable step s_t (used by BPTT)."""
@@ -182,10 +187,16 @@ class CellStep:
         """‖D_t‖_F per lane, (L,): D's only nonzeros are the entries of ``d``."""
         return self.d.flatten(1).norm(dim=1)
 
-    def D_dense(self) -> torch.Tensor:
-        """D_t as a dense (L, n_s, r·n) matrix."""
-        D = self.d.new_zeros(self.lanes, self.cell.state_size, self.d.shape[2] * self.d.shape[3])
-        self.add_D(D)
+    def D_dense(self, out: torch.Tensor | None = None, transposed: bool = False) -> torch.Tensor:
+        """D_t as a dense (L, n_s, r·n) matrix, or D_tᵀ (L, r·n, n_s) with ``transposed``; written
+        into ``out`` when given (a reused buffer: no fresh allocation to page in every step)."""
+        L, s, r, n = self.d.shape
+        shape = (L, r * n, s * n) if transposed else (L, s * n, r * n)
+        D = self.d.new_zeros(shape) if out is None else out.zero_()
+        if transposed:
+            D.view(L, r, n, s, n).diagonal(dim1=2, dim2=4).copy_(self.d.permute(0, 2, 1, 3))  # (L, r, s, n)
+        else:
+            self.add_D(D)
         return D
 
     def add_D(self, A: torch.Tensor, coef: torch.Tensor | None = None) -> None:
@@ -250,7 +261,21 @@ class CellStep:
         blocks[:, :, 0] += (self.d * self.cell.recurrent_diagonals()).sum(dim=2)
         return blocks
 
+    def H_stacked(self, At: torch.Tensor, out: torch.Tensor | None = None) -> torch.Tensor:
+        """(H_t A_i)ᵀ for a stack of p matrices A_i stored transposed, ``At`` (L, p, r·n, n_s):
+        one batched product At Hᵀ over all of them (O(p·r·n·n_s²) per lane). Storing Aᵀ keeps
+        each A_i contiguous, so the stack is a (p, r·n·n_s) matrix for Gram products."""
+        L, p, c, ns = At.shape
+        out = torch.empty_like(At) if out is None else out
+        torch.bmm(At.view(L, p * c, ns), self.H_dense().transpose(1, 2), out=out.view(L, p * c, ns))
+        return out
+
+    def D_per_column(self) -> torch.Tensor:
+        """D_t's entries on each column's own unit, (L, s, r·n): column k·n + j moves only unit j,
+        whose slot σ it moves by d[σ, k, j]."""
+        L, s, r, n = self.d.shape
+        return self.d.reshape(L, s, r * n)
+
     def per_column(self, q: torch.Tensor) -> torch.Tensor:
-        """A per-unit quantity (..., n) at each of W's columns (..., r·n): column k·n + j gets q[..., j]."""
-        r = self.d.shape[2]
-        return q.unsqueeze(-2).expand(*q.shape[:-1], r, q.shape[-1]).reshape(*q.shape[:-1], r * q.shape[-1])
+        """A per-unit quantity (..., n) at each of W's columns (..., r·n) (see :meth:`Cell.per_column`)."""
+        return self.cell.per_column(q)

@@ -12,6 +12,9 @@ from .bptt import BPTT, TruncatedBPTT  # noqa: E402  isort: skip
 from .rtrl import RTRL  # noqa: E402  isort: skip
 from .kf_rtrl import KFRTRL  # noqa: E402  isort: skip
 from .uoro import UORO  # noqa: E402  isort: skip
+from .ok import OK, OKOfficial  # noqa: E402  isort: skip
+from .kf_avg import KFAverage  # noqa: E402  isort: skip
+from .snap import SnAp1  # noqa: E402  isort: skip
 
 __all__ = ["Estimator", "NonFiniteError", "check_inputs", "METHODS", "is_stochastic", "make_estimator",
-           "parse_method", "register_method", "BPTT", "TruncatedBPTT", "RTRL", "KFRTRL", "UORO"]
+           "parse_method", "register_method", "BPTT", "TruncatedBPTT", "RTRL", "KFRTRL", "UORO", "OK", "OKOfficial", "KFAverage", "SnAp1"]
