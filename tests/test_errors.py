@@ -24,7 +24,7 @@ def test_unknown_method_lists_the_known_ones(model):
         kl.make_estimator("tbptt-0", model, 2)
     x, y = make_sequence(model, 3)
     with pytest.raises(ValueError, match="known methods"):
-        kl.gradient_samples(model, x, y, "snap-1", 4)
+        kl.gradient_samples(model, x, y, "snap-2", 4)
 
 
 @pytest.mark.parametrize("method", ALL)

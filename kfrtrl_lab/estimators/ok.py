@@ -75,18 +75,23 @@ class OK(KroneckerSum):
 
     def _reduce(self, V, G):
         """From V = [u_1 … u_r, x̂] (L, a, k) and the Gram G of M (L, k, k): the new u's (L, r, a)
-        and the coefficients (L, r, k) that make the new A's from M's columns (steps 2–6)."""
-        q, U, s, Wh, Rp_inv = self._directions(V, G)
+        and the coefficients (L, r, k) that make the new A's from M's columns (steps 2–6).
+
+        These small matrices are factored in float64 whatever the working precision: it costs
+        nothing next to the O(n³) products, and float32 LAPACK fails on Grams whose entries span
+        the 10^40 range that decayed pairs reach (NaN eigenvalues from denormal entries)."""
+        eps = torch.finfo(V.dtype).eps  # G's accuracy: the clamp below is relative to it
+        q, U, s, Wh, Rp_inv = self._directions(V.double(), G.double(), eps)
         kept, S, k_slots = self._split(s)
         coef_u, coef_a = self._mix(s, kept, S, k_slots)
         new_u = coef_u @ U.transpose(1, 2) @ q.transpose(1, 2)  # u'_i = Σ_j coef_u[i, j] q U_j
         coef_m = coef_a @ Wh @ Rp_inv.transpose(1, 2)  # A'_i = Σ_j coef_a[i, j] M R'^{-1} W_j
-        return new_u, coef_m
+        return new_u.to(V.dtype), coef_m.to(V.dtype)
 
-    def _directions(self, V, G):
-        """Steps 2–3: T = Σ_j s_j ũ_j ⊗ Ã_j with ũ_j = q U_j and Ã_j = M R'^{-1} W_j (s descending)."""
+    def _directions(self, V, G, eps):
+        """Steps 2–3: T = Σ_j s_j ũ_j ⊗ Ã_j with ũ_j = q U_j and Ã_j = M R'^{-1} W_j (s descending);
+        eigenvalues of G below k·eps·λ_max are raised to it (G is only that accurate)."""
         L, a, k = V.shape
-        eps = torch.finfo(V.dtype).eps
         q, R = torch.linalg.qr(V)  # Householder: dependent or zero columns give zero rows of R
         if a < k:  # more pairs than x̂ has entries: pad to k directions (the extra ones are zero)
             q = torch.cat([q, q.new_zeros(L, a, k - a)], dim=2)
