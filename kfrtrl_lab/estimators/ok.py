@@ -101,6 +101,9 @@ class OK(KroneckerSum):
         root = lam.sqrt()
         Rp_inv = E / root[:, None, :]  # R'^{-1} for R' = diag(√λ) Eᵀ
         U, s, Wh = torch.linalg.svd(R @ (E * root[:, None, :]))  # the core C = R R'ᵀ
+        # A direction at the SVD's own rounding level is a zero of an exactly low-rank target; left
+        # in, it would be mixed with a real one and add noise of size √(s_r · s_{r+1}) ≈ √ε.
+        s = torch.where(s <= k * torch.finfo(s.dtype).eps * s[:, :1], torch.zeros_like(s), s)
         return q, U, s, Wh, Rp_inv
 
     def _split(self, s):
