@@ -6,6 +6,7 @@
     python -m kfrtrl_lab eval ptb --checkpoint runs/ptb-uoro/checkpoint.pt --split test  # held-out BPC
     python -m kfrtrl_lab compare results/*.json           # run summaries against the reference numbers
     python -m kfrtrl_lab methods                          # the registered estimators
+    python -m kfrtrl_lab certify ok-4 --cell lstm         # an HTML certificate of one estimator
 
 Exit status: 0 done, 2 bad arguments or data, 3 the run diverged, 130 interrupted (Ctrl-C; resumable).
 """
@@ -53,7 +54,7 @@ def _add_config_options(parser: argparse.ArgumentParser) -> None:
 def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m kfrtrl_lab", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
-    sub = p.add_subparsers(dest="command", required=True, metavar="{train,eval,compare,methods}")
+    sub = p.add_subparsers(dest="command", required=True, metavar="{train,eval,compare,methods,certify}")
 
     t = sub.add_parser("train", help="train a model online on a task", description=(
         "Train online, an update every --update-every steps. With --resume, options not given are "
@@ -79,6 +80,15 @@ def parser() -> argparse.ArgumentParser:
     c.add_argument("summaries", nargs="+", help="summary.json files (e.g. results/*.json)")
 
     sub.add_parser("methods", help="list the registered gradient estimators")
+
+    z = sub.add_parser("certify", help="an HTML certificate of one estimator: unbiasedness, error against n and T, "
+                                       "cost", description="Executes the certificate notebook for METHOD and writes "
+                                       "OUT/certificate-METHOD-CELL.html.")
+    z.add_argument("method", help="a registered estimator (see 'methods'), or one registered by --plugin")
+    z.add_argument("--cell", default="rhn", help="rhn, tanh or lstm (default: rhn)")
+    z.add_argument("--plugin", default=None, help="a .py file that registers the method with kl.register_method")
+    z.add_argument("--profile", choices=["quick", "full"], default="full", help="quick: small sizes (default: full)")
+    z.add_argument("--out", default="certificates", help="folder for the page (default: certificates)")
     return p
 
 
@@ -143,7 +153,15 @@ def _methods(args) -> int:
     return 0
 
 
-COMMANDS = {"train": _train, "eval": _eval, "compare": _compare, "methods": _methods}
+def _certify(args) -> int:
+    from .notebook.certificate import certify
+
+    page = certify(args.method, args.out, cell=args.cell, plugin=args.plugin, profile=args.profile)
+    print(f"certificate written to {page}")
+    return 0
+
+
+COMMANDS = {"train": _train, "eval": _eval, "compare": _compare, "methods": _methods, "certify": _certify}
 
 if __name__ == "__main__":
     sys.exit(main())

@@ -8,6 +8,7 @@ P = (m+n+1)·r·n.
 from __future__ import annotations
 
 import copy
+from statistics import NormalDist
 
 import torch
 
@@ -70,3 +71,23 @@ def relative_variance(samples: torch.Tensor, exact: torch.Tensor) -> float:
 def cosine_to_exact(samples: torch.Tensor, exact: torch.Tensor) -> torch.Tensor:
     """cos(ĝ_s, g) for every sample row, (S,): how well each single estimate points downhill."""
     return torch.nn.functional.cosine_similarity(samples, exact[None], dim=1)
+
+
+def unbiasedness_test(samples: torch.Tensor, exact: torch.Tensor, alpha: float = 1e-3) -> dict:
+    """A z-test of E ĝ = g, coordinate by coordinate, with the samples' own standard error.
+
+    A coordinate fails when |mean − g| > z·SE + 1e-9·max|g|, z the two-sided 1 − alpha/P quantile
+    (Bonferroni over the P coordinates: an unbiased estimator fails with probability < alpha).
+    Coordinates with zero sample variance must match to rounding, so shared randomness — which
+    makes every sample equal — cannot pass by having no spread. Returns the number of failing
+    coordinates (``violations``), P, the critical z and the largest |mean − g| / SE seen."""
+    if samples.dim() != 2 or exact.shape != samples.shape[1:]:
+        raise ValueError(f"samples must be (S, P) and exact (P,), got {tuple(samples.shape)} and {tuple(exact.shape)}")
+    S, P = samples.shape
+    z_crit = NormalDist().inv_cdf(1 - alpha / (2 * P))
+    standard_error = samples.std(dim=0) / S**0.5
+    gap = (samples.mean(dim=0) - exact).abs()
+    violations = int((gap > z_crit * standard_error + 1e-9 * exact.abs().max()).sum())
+    z = gap / standard_error.clamp_min(torch.finfo(samples.dtype).tiny)
+    return {"violations": violations, "coordinates": P, "samples": S, "alpha": alpha, "z_critical": z_crit,
+            "max_abs_z": z[standard_error > 0].max().item() if (standard_error > 0).any() else float("inf")}

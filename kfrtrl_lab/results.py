@@ -1,18 +1,58 @@
-"""Committed run summaries (``results/*.json``) against the reference numbers of
-algorithms.md, section 8 (official OK code logs: copy with OK rank 16, PTB with OK rank 8)."""
+"""Committed run summaries (``results/*.json``) against the reference numbers of algorithms.md,
+section 8, each of which names the estimator and the source it comes from: a curve is compared
+only with the reference of its own estimator."""
 
 from __future__ import annotations
 
 import json
+import statistics
+from dataclasses import dataclass
 from pathlib import Path
 
 from .runs import load_summary  # noqa: F401  (re-exported: results are run summaries)
 
-#: task -> (metric, {step: reference value or (low, high)})
-REFERENCE = {
-    "copy": ("t_max", {100_000: 16, 200_000: 20, 500_000: 28, 1_000_000: (32, 37), 2_000_000: (38, 45)}),
-    "ptb": ("valid_bpc", {100_000: 2.07, 200_000: 1.91, 500_000: 1.79, 1_000_000: (1.747, 1.750)}),
-}
+
+@dataclass(frozen=True)
+class Reference:
+    """Published numbers of one estimator on one task: ``points`` maps a step to a value or a
+    (low, high) range over the source's runs; ``final`` is a number given without a step."""
+
+    task: str
+    metric: str
+    method: str  # the estimator that produced them, in this package's spelling
+    setting: str
+    source: str
+    points: dict
+    final: float | None = None
+
+    @property
+    def label(self) -> str:
+        return f"{self.method.upper().replace('-OFFICIAL', ' (official scaling)')}, {self.source}"
+
+    def matches(self, method: str) -> bool:
+        """The same estimator: OK-r with either scaling is compared with OK-r's logs (the logs used
+        the official scaling; the minimum-variance one is the same estimator family with less noise)."""
+        return method.removesuffix("-official") == self.method.removesuffix("-official")
+
+
+REFERENCES = [
+    Reference("copy", "t_max", "ok-16-official", "RHN n=128, B=16", "official OK code logs, 5 runs",
+              {10_000: 4, 50_000: (11, 12), 100_000: (15, 17), 200_000: (19, 21), 500_000: (25, 30),
+               1_000_000: (32, 37), 2_000_000: (38, 45)}),
+    Reference("ptb", "valid_bpc", "ok-8-official", "RHN n=256, B=32", "official OK code logs, 5 runs",
+              {10_000: 2.97, 20_000: (2.70, 2.71), 50_000: (2.31, 2.32), 100_000: (2.07, 2.08), 200_000: 1.91,
+               500_000: (1.79, 1.80), 1_000_000: (1.747, 1.750)}),
+    Reference("copy", "t_max", "kf-rtrl", "RHN, copy task", "KF-RTRL paper's text (secondary source), no log",
+              {}, final=36),
+    Reference("ptb", "valid_bpc", "kf-rtrl", "RHN, char-PTB", "KF-RTRL paper's text (unverified), no log",
+              {}, final=1.77),
+]
+
+
+def references_for(task: str, metric: str, methods) -> list[Reference]:
+    """The references of ``task``/``metric`` whose estimator is among ``methods``."""
+    return [ref for ref in REFERENCES if ref.task == task and ref.metric == metric
+            and any(ref.matches(m) for m in methods)]
 
 
 def value_at(summary: dict, metric: str, step: int):
@@ -21,6 +61,36 @@ def value_at(summary: dict, metric: str, step: int):
     if not rows or summary["steps_done"] < step:
         return None
     return rows[-1][metric]
+
+
+def run_group(summary: dict) -> str:
+    """What distinguishes a configuration apart from its seed: "ok-16-official n=128 B=16 clip 16"."""
+    c = summary["config"]
+    cell = "" if c.get("cell", "rhn") == "rhn" else f" {c['cell']}"
+    clip = f" clip {c['clip']:g}" if c.get("clip") is not None else " no clip"
+    return f"{c['method']}{cell} n={c['hidden']} B={c['batch']}{clip}"
+
+
+def group_by_configuration(summaries: list[dict]) -> dict[str, list[dict]]:
+    groups: dict[str, list[dict]] = {}
+    for s in summaries:
+        groups.setdefault(run_group(s), []).append(s)
+    return {k: sorted(v, key=lambda s: s["config"]["seed"]) for k, v in groups.items()}
+
+
+def seed_band(runs: list[dict], metric: str, steps=None) -> list[dict]:
+    """At each step logged by every run (or each of ``steps``): median, min and max over the seeds."""
+    if steps is None:
+        logged = [{r["step"] for r in s["curve"] if metric in r} for s in runs]
+        steps = sorted(set.intersection(*logged)) if logged else []
+    rows = []
+    for step in steps:
+        values = [value_at(s, metric, step) for s in runs]
+        if any(v is None for v in values):
+            continue
+        rows.append({"step": step, "median": statistics.median(values), "low": min(values), "high": max(values),
+                     "seeds": len(values)})
+    return rows
 
 
 def _fmt(v) -> str:
@@ -32,20 +102,30 @@ def _fmt(v) -> str:
 
 
 def comparison_table(summaries: list[dict], task: str) -> str:
-    """Markdown: one row per run, the metric at the reference steps, cost columns."""
-    metric, ref = REFERENCE[task]
-    steps = sorted(ref)
-    head = ["run", *[f"{metric} @ {s // 1000}k" for s in steps], "steps done", "steps/s", "wall h", "device"]
-    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head),
-             "| reference (OK) | " + " | ".join(_fmt(ref[s]) for s in steps) + " | | | | |"]
-    for s in summaries:
-        if s["config"]["task"] != task:
-            continue
-        c = s["config"]
-        name = f"{c['method']} n={c['hidden']} B={c['batch']}"
-        cells = [_fmt(value_at(s, metric, st)) for st in steps]
-        lines.append(f"| {name} | " + " | ".join(cells) + f" | {s['steps_done']} | {_fmt(s.get('median_steps_per_s'))}"
-                     f" | {s['wall_s'] / 3600:.2f} | {s.get('device_name', c['device'])} |")
+    """Markdown: one row per configuration (seeds aggregated: median and range over the seeds) with
+    the metric at the reference steps, then the reference rows of the estimators present."""
+    runs = [s for s in summaries if s["config"]["task"] == task]
+    metric = next(r.metric for r in REFERENCES if r.task == task)
+    refs = references_for(task, metric, {s["config"]["method"] for s in runs})
+    steps = sorted({step for ref in REFERENCES if ref.task == task for step in ref.points})
+    head = ["run", "seeds", *[f"{metric} @ {s // 1000}k" for s in steps], "steps done", "steps/s", "wall h", "device"]
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for name, group in group_by_configuration(runs).items():
+        cells = []
+        for step in steps:
+            band = seed_band(group, metric, [step])
+            cells.append("–" if not band else _fmt(band[0]["median"]) if band[0]["low"] == band[0]["high"]
+                         else f"{_fmt(band[0]['median'])} ({_fmt(band[0]['low'])}–{_fmt(band[0]['high'])})")
+        done = sorted({s["steps_done"] for s in group})
+        rates = [s["median_steps_per_s"] for s in group if s.get("median_steps_per_s")]
+        devices = sorted({s.get("device_name", s["config"]["device"]) for s in group})
+        lines.append(f"| {name} | {', '.join(str(s['config']['seed']) for s in group)} | " + " | ".join(cells)
+                     + f" | {'/'.join(map(str, done))} | {_fmt(statistics.median(rates)) if rates else '–'}"
+                     f" | {max(s['wall_s'] for s in group) / 3600:.2f} | {', '.join(devices)} |")
+    for ref in refs:
+        cells = [_fmt(ref.points.get(step)) for step in steps]
+        final = f" (final: {ref.final:g})" if ref.final is not None else ""
+        lines.append(f"| reference: {ref.label}{final} | | " + " | ".join(cells) + " | | | | |")
     return "\n".join(lines)
 
 

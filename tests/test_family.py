@@ -2,8 +2,6 @@
 the z-test of test_unbiasedness (with its power shown on planted bugs), variance claims, and the
 closed forms of one OK step's error."""
 
-import itertools
-
 import pytest
 import torch
 
@@ -11,6 +9,7 @@ import kfrtrl_lab as kl
 import kfrtrl_lab.estimators.ok as ok_module
 import kfrtrl_lab.estimators.registry
 from conftest import make_model, make_sequence, rel_err
+from kfrtrl_lab.notebook import experiments as ex
 from test_exactness import lane_gradients_at, run_lanes
 from test_unbiasedness import SAMPLES, bias_violations, samples, shared_across_lanes
 
@@ -150,49 +149,16 @@ def test_ok_has_less_variance_than_kf_avg_and_symmetric_no_more_than_official(r)
 
 # -- one OK step against its closed forms --------------------------------------------------------
 
-def closed_forms(s, r):
-    """V_min and V_code of algorithms.md section 5a for singular values s (descending) of the target."""
-    k = r + 1
-    q = next(q for q in range(r) if (r - q) * s[q] <= s[q:].sum() * (1 + 1e-12))
-    mixed = s[q:k]
-    slots, S = r - q, mixed.sum()
-    v_min = S**2 / slots - (mixed**2).sum()
-    w2 = (1 - slots * mixed / S).clamp_min(0)
-    v_code = sum((S / slots) ** 2 * w2[j] * w2[l] * mixed[l] / mixed[j]
-                 for j in range(len(mixed)) for l in range(len(mixed)) if j != l and mixed[j] > 0)
-    return v_min.item(), float(v_code)
-
-
-@pytest.mark.parametrize("scaling", ["", "-official"])
-@pytest.mark.parametrize("r", [2, 3])
-def test_one_ok_step_has_the_closed_form_error(monkeypatch, scaling, r):
-    """Enumerate every sign pattern as a lane from the same state: the mean of ‖Ĝ − T‖² over the
-    lanes is the step's exact expected error, which must equal V_min (symmetric) or V_code."""
-    model = make_model("rhn", m=3, n=4, k=3, seed=1)
-    x, y = make_sequence(model, 8, batch=1, seed=2)
-    warm = kl.make_estimator(f"ok-{r}{scaling}", model, 1, seed=4)
-    for t in range(7):
-        warm.step_lane_gradients(x[t], y[t])
-    k = r + 1
-    patterns = torch.tensor(list(itertools.product((-1.0, 1.0), repeat=k)), dtype=torch.float64)
-    lanes = len(patterns)
-    est = kl.make_estimator(f"ok-{r}{scaling}", model, lanes, seed=0)
-    est.u, est.At, est.state = (warm.u.expand(lanes, -1, -1).clone(), warm.At.expand(lanes, -1, -1, -1).clone(),
-                                warm.state.expand(lanes, -1, -1).clone())
-    # the target T = Σ_i u_i ⊗ H A_i + x̂ ⊗ D, densely, from the state before the step
-    with torch.no_grad():
-        step = model.cell.step(x[7], warm.state)
-        u, A = warm.kron_factors
-        T = (torch.einsum("ia,ij->aj", u[0], (step.H_dense()[0] @ A[0]).flatten(1))
-             + torch.outer(step.x_hat[0], step.D_dense()[0].flatten()))
-    monkeypatch.setattr(ok_module, "rademacher", lambda shape, *a: patterns.clone())
-    est.step_lane_gradients(x[7].expand(lanes, -1), y[7].expand(lanes))
-    u_new, A_new = est.kron_factors
-    estimates = torch.einsum("lia,lij->laj", u_new, A_new.flatten(2))
-    assert rel_err(estimates.mean(0), T) <= 1e-12  # unbiased, exactly, over the sign patterns
-    error = ((estimates - T) ** 2).sum(dim=(1, 2)).mean().item()
-    v_min, v_code = closed_forms(torch.linalg.svdvals(T), r)
-    expected = v_min if scaling == "" else v_code
-    assert v_min > 1e-8 * (T * T).sum()  # the state is past rank r: the step really mixes
-    assert error == pytest.approx(expected, rel=1e-8)
-    assert v_min <= v_code * (1 + 1e-12)
+@pytest.mark.parametrize("scaling", ["symmetric", "official"])
+@pytest.mark.parametrize("r", [1, 2, 3])
+def test_one_ok_step_has_the_closed_form_error(scaling, r):
+    """Every sign pattern of one step run as its own lane from the same state: the mean of the
+    estimates is the target T exactly, and the mean of ‖Ĝ − T‖² (the step's exact expected error)
+    equals V_min (symmetric) or V_code (official), computed from T's singular values."""
+    check = ex.ok_step_error(r, scaling)
+    assert check["mean_error"] <= 1e-12
+    assert check["v_min"] > 1e-6 * check["target_norm2"]  # the state is past rank r: the step mixes
+    assert check["measured"] == pytest.approx(check["closed_form"], rel=1e-9)
+    assert check["v_min"] <= check["v_code"] * (1 + 1e-12)
+    if r == 1 and scaling == "official":  # the official scaling's error at r = 1 is exactly ‖T‖²
+        assert check["measured"] == pytest.approx(check["target_norm2"], rel=1e-9)

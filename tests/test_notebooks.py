@@ -16,7 +16,7 @@ NOTEBOOKS = notebooks(ROOT / "notebooks")
 
 
 def test_the_sequence_is_complete():
-    assert [p.name[:2] for p in NOTEBOOKS] == ["01", "02", "03", "04", "05", "06"]
+    assert [p.name[:2] for p in NOTEBOOKS] == ["01", "02", "03", "04", "05", "06", "07"]
 
 
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.name)
@@ -49,33 +49,62 @@ def test_variance_sweep_and_figure():
     rows = ex.variance_sweep([4, 8], [3, 6], samples=20, seed=0)
     assert {(r["method"], r["n"], r["T"]) for r in rows} == {(m, n, T) for m in ("kf-rtrl", "uoro")
                                                              for n in (4, 8) for T in (3, 6)}
+    for r in rows:  # the whole error is bias² plus variance
+        assert r["relative_variance"] == pytest.approx(r["bias2"] + r["spread"], rel=1e-9)
     fig = figures.variance_figure(rows, x="n")
     assert len(fig.data) == 4 and fig.layout.yaxis.type == "log"
     assert list(fig.data[0].x) == [4, 8]
+    assert fig.layout.xaxis.title.text == "hidden size n" and fig.layout.showlegend
 
 
-def test_variance_explorer_sliders_redraw_the_figure():
-    from kfrtrl_lab.notebook.widgets import variance_explorer
+def test_explorers_redraw_the_figure_when_a_control_moves():
+    from kfrtrl_lab.notebook.widgets import family_explorer, variance_explorer
 
-    widget, handles = variance_explorer(n_options=(4, 6), lengths=(3, 5), samples_options=(10, 20))
-    first = handles["figure"]
-    assert handles["output"] in widget.children  # the figure area sits under the controls
+    explorer = variance_explorer(n_options=(4, 6), lengths=(3, 5), samples_options=(10, 20))
+    first = explorer.figure
     assert [t.name for t in first.data] == ["kf-rtrl (n=6)", "uoro (n=6)"]
-    handles["n"].value = 4
-    assert handles["figure"] is not first and "n=4" in handles["figure"].layout.title.text
-    handles["methods"].value = ("uoro",)
-    assert [t.name for t in handles["figure"].data] == ["uoro (n=4)"]
-    handles["T_max"].value = 3
-    assert list(handles["figure"].data[0].x) == [3]
+    assert explorer.controls["n"].continuous_update is False  # dragging does not queue recomputations
+    explorer.controls["n"].value = 4
+    assert explorer.figure is not first and "n=4" in explorer.figure.layout.title.text
+    explorer.controls["methods"].value = ("uoro",)
+    assert [t.name for t in explorer.figure.data] == ["uoro (n=4)"]
+    explorer.controls["T_max"].value = 3
+    assert list(explorer.figure.data[0].x) == [3]
+    assert "recomputed" in explorer.status.value
+
+    family = family_explorer(r_options=(1, 2), n_options=(4, 6), lengths=(3, 5), samples=10)
+    assert {t.name for t in family.figure.data} == {"ok-2 (n=6)", "kf-avg-2 (n=6)", "snap-1 (n=6)"}
+    family.controls["r"].value = 1
+    assert {t.name for t in family.figure.data} == {"ok-1 (n=6)", "kf-avg-1 (n=6)", "snap-1 (n=6)"}
+
+
+def test_family_explorer_answers_within_two_seconds_at_its_defaults():
+    import time
+
+    from kfrtrl_lab.notebook.widgets import family_explorer
+
+    start = time.perf_counter()
+    explorer = family_explorer()
+    explorer.controls["r"].value = 4
+    assert (time.perf_counter() - start) / 2 < 2.0  # two figures computed; a loaded CI core still fits
 
 
 def test_training_and_cost_figures():
-    summary = {"config": {"task": "copy", "method": "kf-rtrl", "hidden": 8}, "steps_done": 20,
-               "curve": [{"step": 10, "t_max": 1}, {"step": 20, "t_max": 2}]}
-    fig = figures.training_figure([summary], "t_max", fresh=[summary])
-    assert [t.name for t in fig.data] == ["kf-rtrl n=8", "kf-rtrl n=8 (fresh)", "OK reference (official logs)"]
+    summary = {"config": {"task": "copy", "method": "kf-rtrl", "hidden": 8, "batch": 4, "clip": 1.0, "seed": 0},
+               "steps_done": 20, "curve": [{"step": 10, "t_max": 1}, {"step": 20, "t_max": 2}]}
+    fig = figures.training_figure([summary], "t_max")
+    names = [t.name for t in fig.data]
+    assert names[0] == "kf-rtrl n=8 B=4 clip 1 (seed 0)"
+    assert any("KF-RTRL paper" in name for name in names)  # its own estimator's reference only
+    assert not any("OK" in name for name in names)
+    seeds = [dict(summary, config=dict(summary["config"], seed=s, method="ok-16-official"),
+                  curve=[{"step": 10, "t_max": 1 + s}, {"step": 20, "t_max": 2 + s}]) for s in range(3)]
+    names = [t.name for t in figures.training_figure(seeds, "t_max").data]
+    assert "ok-16-official n=8 B=4 clip 1: range over 3 seeds" in names
+    assert "OK-16 (official scaling), official OK code logs, 5 runs" in names
     rows = [{"method": "a", "n": n, "ms_per_step": n**3} for n in (8, 16, 32)]
     assert "slope 3.00" in figures.cost_figure(rows).data[0].name
+    assert figures.method_color("tbptt-1") != figures.method_color("tbptt-16")
 
 
 def test_html_report_needs_no_network(tmp_path):

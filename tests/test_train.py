@@ -151,7 +151,17 @@ def test_compare_reads_summaries_against_the_reference(tmp_path, capsys):
     assert value_at(s, "t_max", 100_000) is None  # the run never got there
     assert main(["compare", str(tmp_path / "run" / "summary.json")]) == 0
     table = capsys.readouterr().out
-    assert "| reference (OK) | 16 | 20 | 28 | 32–37 | 38–45 |" in table and "kf-rtrl n=8 B=4" in table
+    assert "| kf-rtrl n=8 B=4 clip 1 | 3 |" in table
+    # a curve is compared with its own estimator's reference only: KF-RTRL has no log, only the paper's text
+    assert "reference: KF-RTRL, KF-RTRL paper's text" in table and "OK-16" not in table
+    seeds = []
+    for seed in (3, 4):
+        train(small(steps=40, log_every=10, seed=seed, method="ok-16-official"), tmp_path / f"ok{seed}", progress=False)
+        seeds.append(str(tmp_path / f"ok{seed}" / "summary.json"))
+    assert main(["compare", *seeds]) == 0
+    table = capsys.readouterr().out
+    assert "| ok-16-official n=8 B=4 clip 1 | 3, 4 |" in table  # the seeds are one row
+    assert "| reference: OK-16 (official scaling), official OK code logs, 5 runs | | 4 | 11–12 | 15–17 |" in table
     (tmp_path / "bad.json").write_text("{}")
     assert main(["compare", str(tmp_path / "bad.json")]) == 2
 

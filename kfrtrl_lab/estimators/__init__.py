@@ -5,7 +5,7 @@ A new method is one file here (or in your own code) with a class decorated by
 """
 
 from .base import Estimator, NonFiniteError, check_inputs
-from .registry import METHODS, is_stochastic, make_estimator, parse_method, register_method
+from .registry import METHODS, is_stochastic, load_plugin, make_estimator, parse_method, register_method
 
 # the built-in methods, in the order they are listed (importing registers them)
 from .bptt import BPTT, TruncatedBPTT  # noqa: E402  isort: skip
@@ -17,4 +17,4 @@ from .kf_avg import KFAverage  # noqa: E402  isort: skip
 from .snap import SnAp1  # noqa: E402  isort: skip
 
 __all__ = ["Estimator", "NonFiniteError", "check_inputs", "METHODS", "is_stochastic", "make_estimator",
-           "parse_method", "register_method", "BPTT", "TruncatedBPTT", "RTRL", "KFRTRL", "UORO", "OK", "OKOfficial", "KFAverage", "SnAp1"]
+           "parse_method", "register_method", "load_plugin", "BPTT", "TruncatedBPTT", "RTRL", "KFRTRL", "UORO", "OK", "OKOfficial", "KFAverage", "SnAp1"]

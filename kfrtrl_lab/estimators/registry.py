@@ -11,7 +11,10 @@ as ``tbptt-<k>`` with ``k=16``.
 
 from __future__ import annotations
 
+import importlib.util
 import re
+import sys
+from pathlib import Path
 
 #: name pattern -> estimator class, in registration order
 METHODS: dict[str, type] = {}
@@ -65,3 +68,16 @@ def make_estimator(method: str, model, batch_size: int, **kwargs):
 
 def is_stochastic(method: str) -> bool:
     return parse_method(method)[0].stochastic
+
+
+def load_plugin(path) -> None:
+    """Import a Python file of the user's, so that the estimators it registers (with
+    :func:`register_method`) can be named like the built-in ones."""
+    path = Path(path)
+    if not path.is_file():
+        raise ValueError(f"plugin {str(path)!r} is not a file; expected a .py file that registers estimators")
+    name = f"kfrtrl_lab_plugin_{path.stem}"
+    spec = importlib.util.spec_from_file_location(name, path)
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[name] = module
+    spec.loader.exec_module(module)

@@ -11,6 +11,7 @@ import math
 import torch
 
 from ..analysis import gradient_samples, relative_variance, true_gradient
+from ..estimators import make_estimator
 from ..cells import RHN, CellStep, make_cell
 from ..measure import loglog_slope, step_cost  # noqa: F401  (the notebooks' cost measurements)
 from ..model import RecurrentModel
@@ -108,7 +109,8 @@ def variance_vs_p(seed: int = 0, n: int = 6, m: int = 3, points: int = 61, low: 
 # -- notebook 3: variance -----------------------------------------------------------------------
 
 def variance_sweep(hidden_sizes, lengths, methods=("kf-rtrl", "uoro"), samples: int = 100, seed: int = 0,
-                   init_std: float | None = None, model: RecurrentModel | None = None, task: str = "random") -> list[dict]:
+                   init_std: float | None = None, model: RecurrentModel | None = None, task: str = "random",
+                   cell: str = "rhn") -> list[dict]:
     """Relative variance E‖ĝ − g‖²/‖g‖² of each method for every (n, T).
 
     ``model`` given: use it (a trained RHN) and ignore ``hidden_sizes`` beyond its own n.
@@ -117,7 +119,7 @@ def variance_sweep(hidden_sizes, lengths, methods=("kf-rtrl", "uoro"), samples: 
     rows = []
     sizes = [model.hidden_size] if model is not None else list(hidden_sizes)
     for n in sizes:
-        net = model if model is not None else random_model("rhn", 4, n, 4, init_std=init_std, seed=seed + n)
+        net = model if model is not None else random_model(cell, 4, n, 4, init_std=init_std, seed=seed + n)
         for T in lengths:
             if task == "copy":
                 x, y = copy_sequence(T, seed=seed + T, dtype=net.cell.weight.dtype)
@@ -126,9 +128,112 @@ def variance_sweep(hidden_sizes, lengths, methods=("kf-rtrl", "uoro"), samples: 
             exact = true_gradient(net, x, y)
             for method in methods:
                 G = gradient_samples(net, x, y, method, samples, seed=seed)
-                rows.append({"method": method, "n": n, "T": T, "samples": samples,
-                             "relative_variance": relative_variance(G, exact)})
+                rows.append({"method": method, "n": n, "T": T, "samples": samples, **error_split(G, exact)})
     return rows
+
+
+def error_split(G: torch.Tensor, exact: torch.Tensor) -> dict:
+    """How the samples G (S, P) miss the exact gradient: relative_variance E‖ĝ − g‖²/‖g‖² (the
+    whole mean squared error) = bias2 ‖E ĝ − g‖²/‖g‖² + spread E‖ĝ − E ĝ‖²/‖g‖², and the mean
+    cosine of single estimates to g."""
+    norm2 = (exact * exact).sum()
+    mean = G.mean(dim=0)
+    identical = bool((G == G[:1]).all())  # a deterministic method: exactly no spread, not rounding-level
+    return {"relative_variance": relative_variance(G, exact),
+            "bias2": ((mean - exact) ** 2).sum().item() / norm2.item(),
+            "spread": 0.0 if identical else ((G - mean) ** 2).sum(dim=1).mean().item() / norm2.item(),
+            "cosine": torch.nn.functional.cosine_similarity(G, exact[None], dim=1).mean().item()}
+
+
+# -- notebook 7: beyond KF-RTRL ----------------------------------------------------------------------
+
+def onehot_problem(hidden_size: int = 16, T: int = 20, seed: int = 0, vocab: int = 4):
+    """algorithms.md's variance table setting: an RHN with W ~ N(0, 1/a) (a = m+n+1), float64, one
+    one-hot sequence over ``vocab`` tokens; returns (model, inputs, targets, exact gradient)."""
+    a = vocab + hidden_size + 1
+    model = random_model("rhn", vocab, hidden_size, vocab, init_std=a**-0.5, seed=seed)
+    g = torch.Generator().manual_seed(seed + 1)
+    x = torch.nn.functional.one_hot(torch.randint(0, vocab, (T,), generator=g), vocab).double()
+    y = torch.randint(0, vocab, (T,), generator=g)
+    return model, x, y, true_gradient(model, x, y)
+
+
+def rank_sweep(hidden_sizes, ranks, lengths, families=("ok", "kf-avg"), samples: int = 100, seed: int = 0) -> list[dict]:
+    """Error split (:func:`error_split`) of OK-r / KF-AVG-r / ... (``family``-r for each r) on
+    :func:`onehot_problem` for every (n, T); rows carry ``family`` and ``r``."""
+    rows = []
+    for n in hidden_sizes:
+        for T in lengths:
+            model, x, y, exact = onehot_problem(n, T, seed=seed + n)
+            for family in families:
+                for r in ranks:
+                    method = _family_method(family, r)
+                    G = gradient_samples(model, x, y, method, samples, seed=seed)
+                    rows.append({"method": method, "family": family, "r": r, "n": n, "T": T, "samples": samples,
+                                 **error_split(G, exact)})
+    return rows
+
+
+def _family_method(family: str, r: int) -> str:
+    """ok -> ok-r, ok-official -> ok-r-official, kf-avg -> kf-avg-r; others are fixed names."""
+    if family == "ok-official":
+        return f"ok-{r}-official"
+    return f"{family}-{r}" if family in ("ok", "kf-avg") else family
+
+
+def ok_step_error(r: int, scaling: str = "symmetric", seed: int = 1, warmup: int = 7) -> dict:
+    """One OK-r step checked against its closed form (algorithms.md section 5a).
+
+    From a state reached after ``warmup`` steps of a small RHN, every sign pattern of the step is
+    run as its own lane: their mean is E[Ĝ_t] and the mean of ‖Ĝ_t − T‖² the step's exact expected
+    error, compared with V_min (symmetric) or V_code (official) computed from the singular values
+    of the target T = Σ_i u_i ⊗ H_t A_i + x̂_t ⊗ D_t, formed densely."""
+    import itertools
+
+    from ..estimators import ok as ok_module
+
+    suffix = "" if scaling == "symmetric" else "-official"
+    model = random_model("rhn", 3, 4, 3, init_std=0.5, seed=seed)
+    x, y = random_sequence(model, warmup + 1, seed=seed + 1)
+    warm = make_estimator(f"ok-{r}{suffix}", model, 1, seed=seed + 3)
+    for t in range(warmup):
+        warm.step_lane_gradients(x[t : t + 1], y[t : t + 1])
+    with torch.no_grad():
+        step = model.cell.step(x[warmup : warmup + 1], warm.state)
+        u, A = warm.kron_factors
+        T = (torch.einsum("ia,ij->aj", u[0], (step.H_dense()[0] @ A[0]).flatten(1))
+             + torch.outer(step.x_hat[0], step.D_dense()[0].flatten()))
+    patterns = torch.tensor(list(itertools.product((-1.0, 1.0), repeat=r + 1)), dtype=torch.float64)
+    lanes = len(patterns)
+    est = make_estimator(f"ok-{r}{suffix}", model, lanes, seed=0)
+    est.u, est.At = warm.u.expand(lanes, -1, -1).clone(), warm.At.expand(lanes, -1, -1, -1).clone()
+    est.state = warm.state.expand(lanes, -1, -1).clone()
+    draw, ok_module.rademacher = ok_module.rademacher, lambda shape, *a: patterns.clone()
+    try:
+        est.step_lane_gradients(x[warmup].expand(lanes, -1), y[warmup].expand(lanes))
+    finally:
+        ok_module.rademacher = draw
+    u_new, A_new = est.kron_factors
+    estimates = torch.einsum("lia,lij->laj", u_new, A_new.flatten(2))
+    v_min, v_code = ok_closed_forms(torch.linalg.svdvals(T), r)
+    return {"r": r, "scaling": scaling, "target_norm2": (T * T).sum().item(),
+            "mean_error": ((estimates.mean(0) - T).norm() / T.norm()).item(),
+            "measured": ((estimates - T) ** 2).sum(dim=(1, 2)).mean().item(),
+            "closed_form": v_min if scaling == "symmetric" else v_code, "v_min": v_min, "v_code": v_code}
+
+
+def ok_closed_forms(s: torch.Tensor, r: int) -> tuple[float, float]:
+    """V_min and V_code of one OK-r step (algorithms.md section 5a) for the target's singular values s
+    (descending): the split q*, the mixed set M, S = Σ_M s, k = r − q*, w_j² = 1 − k s_j / S,
+
+        V_min = S²/k − Σ_M s_j²,    V_code = (S/k)² Σ_{j≠l ∈ M} w_j² w_l² s_l / s_j."""
+    q = next(q for q in range(r) if (r - q) * s[q] <= s[q:].sum() * (1 + 1e-12))
+    mixed, k = s[q : r + 1], r - q
+    S = mixed.sum()
+    w2 = (1 - k * mixed / S).clamp_min(0)
+    v_code = sum((S / k) ** 2 * w2[j] * w2[l] * mixed[l] / mixed[j]
+                 for j in range(len(mixed)) for l in range(len(mixed)) if j != l and mixed[j] > 0)
+    return (S**2 / k - (mixed**2).sum()).item(), float(v_code)
 
 
 def train_copy_model(hidden_size: int = 16, steps: int = 2000, method: str = "rtrl", batch: int = 8,

@@ -7,7 +7,7 @@ import plotly.io as pio
 from plotly.io.base_renderers import MimetypeRenderer
 
 from ..measure import loglog_slope
-from ..results import REFERENCE
+from ..results import group_by_configuration, references_for, seed_band
 
 class OfflineRenderer(MimetypeRenderer):
     """Notebook output that works with no network: plotly.js is embedded in the first figure of
@@ -32,73 +32,175 @@ def use_offline_renderer() -> None:
     pio.renderers.default = "kfrtrl_offline"
 
 
-COLORS = {"kf-rtrl": "#1f77b4", "uoro": "#d62728", "rtrl": "#2ca02c", "bptt": "#7f7f7f"}
+#: readable axis titles for the fields the experiments return
+LABELS = {
+    "t_max": "T_max reached by the curriculum", "valid_bpc": "validation bits per character",
+    "loss_bits": "training loss (bits per step)", "ms_per_step": "time per step (ms)",
+    "state_MB": "estimator state (MB)", "peak_MB": "peak memory per step (MB)", "n": "hidden size n",
+    "T": "sequence length T", "r": "rank r (Kronecker pairs per lane)", "step": "time steps",
+    "relative_variance": "relative error E‖ĝ − g‖² / ‖g‖²", "bias2": "bias² ‖Eĝ − g‖² / ‖g‖²",
+    "spread": "variance E‖ĝ − Eĝ‖² / ‖g‖²", "cosine": "mean cosine of ĝ to g",
+}
+_FIXED = {"kf-rtrl": "#1f77b4", "uoro": "#d62728", "rtrl": "#2ca02c", "bptt": "#7f7f7f", "snap-1": "#e377c2",
+          "bare H·A": "#000000"}
+_FAMILIES = {  # family prefix: colours for increasing parameter (r, k)
+    "ok-": ["#c5b0d5", "#9467bd", "#7b4ea3", "#5e2f8a", "#3f1567"],
+    "kf-avg-": ["#9edae5", "#17becf", "#109aa8", "#0b7380", "#064d57"],
+    "tbptt-": ["#ffbb78", "#ff7f0e", "#d35f00", "#a04500", "#6b2e00"],
+}
+
+
+def label(field: str) -> str:
+    return LABELS.get(field, field)
 
 
 def method_color(method: str) -> str:
-    return COLORS.get(method, "#ff7f0e" if method.startswith("tbptt") else "#9467bd")
+    """A fixed colour per method; a family (ok-r, kf-avg-k, tbptt-k) darkens as its parameter grows."""
+    if method in _FIXED:
+        return _FIXED[method]
+    for prefix, shades in _FAMILIES.items():
+        rest = method[len(prefix):]
+        digits = "".join(ch for ch in rest.split("-")[0] if ch.isdigit())
+        if method.startswith(prefix) and digits:
+            return shades[min(int(digits).bit_length() - 1, len(shades) - 1)]
+    return "#8c564b"
+
+
+def method_dash(method: str) -> str:
+    return "dash" if method.endswith("-official") else "solid"
+
+
+def _axis(field: str, values=(), log: bool = False) -> dict:
+    """A titled axis; a log axis labels powers of ten when the data span a decade, else the data's
+    own values (plotly's default minor labels read "3 4 … 9 100 2")."""
+    axis = {"title": label(field)}
+    if log:
+        axis.update(type="log", exponentformat="power")
+        values = sorted({v for v in values if v and v > 0})
+        if values and values[-1] / values[0] >= 10:
+            axis["dtick"] = 1
+        elif values and len(values) <= 8:
+            axis.update(tickvals=values, ticktext=[f"{v:.3g}" for v in values])
+    return axis
+
+
+def _layout(fig: go.Figure, title: str, x: dict, y: dict) -> go.Figure:
+    fig.update_layout(title=title, xaxis=x, yaxis=y, template="plotly_white", showlegend=True,
+                      legend=dict(title=None))
+    return fig
 
 
 def variance_vs_p_figure(curve: dict) -> go.Figure:
     """Variance of one KF step against p, with p* marked (from experiments.variance_vs_p)."""
-    fig = go.Figure(go.Scatter(x=curve["p"], y=curve["variance"], mode="lines", name="E‖ĝ − g‖²"))
+    fig = go.Figure(go.Scatter(x=curve["p"], y=curve["variance"], mode="lines", name="E‖ĝ − g‖² of the step"))
     fig.add_trace(go.Scatter(x=[curve["p_star"]], y=[curve["variance_at_p_star"]], mode="markers",
                              marker=dict(size=11, symbol="x"), name="p* (equal factor norms)"))
-    fig.update_layout(xaxis=dict(type="log", title="p"), yaxis=dict(type="log", title="variance of the step"),
-                      title="One KF step: variance against the scaling p", template="plotly_white")
-    return fig
+    return _layout(fig, "One KF step: variance against the scaling p", _axis("p", curve["p"], log=True),
+                   _axis("variance of the step", curve["variance"], log=True))
 
 
-def variance_figure(rows: list[dict], x: str = "n", title: str | None = None) -> go.Figure:
-    """Relative variance against ``x`` ("n" or "T"), one line per method (and per the other
-    variable, if it takes several values); log–log axes."""
+def variance_figure(rows: list[dict], x: str = "n", title: str | None = None, y: str = "relative_variance") -> go.Figure:
+    """``y`` (relative variance by default) against ``x`` ("n" or "T"), one line per method (and
+    per value of the other variable, if it takes several); log–log axes."""
     other = "T" if x == "n" else "n"
     fig = go.Figure()
     for method in dict.fromkeys(r["method"] for r in rows):
         for value in sorted({r[other] for r in rows if r["method"] == method}):
-            pts = sorted((r[x], r["relative_variance"]) for r in rows if r["method"] == method and r[other] == value)
+            pts = sorted((r[x], r[y]) for r in rows if r["method"] == method and r[other] == value)
             fig.add_trace(go.Scatter(x=[p[0] for p in pts], y=[p[1] for p in pts], mode="lines+markers",
-                                     name=f"{method} ({other}={value})", line=dict(color=method_color(method))))
-    fig.update_layout(xaxis=dict(type="log", title=x), yaxis=dict(type="log", title="E‖ĝ − g‖² / ‖g‖²"),
-                      title=title or f"Relative variance against {x}", template="plotly_white")
-    return fig
+                                     name=f"{method} ({other}={value})",
+                                     line=dict(color=method_color(method), dash=method_dash(method))))
+    return _layout(fig, title or f"{label(y)} against {x}", _axis(x, [r[x] for r in rows], log=True),
+                   _axis(y, [r[y] for r in rows], log=True))
 
 
-def training_figure(summaries: list[dict], metric: str, fresh: list[dict] | None = None,
-                    title: str | None = None) -> go.Figure:
-    """``metric`` (t_max, valid_bpc, loss_bits) against steps for committed run summaries
-    (solid) and fresh runs (dotted), with the OK reference points of section 8."""
+def rank_figure(rows: list[dict], title: str | None = None, y: str = "relative_variance") -> go.Figure:
+    """``y`` against the rank r, one line per (family, n, T): OK-r against KF-AVG-r (experiments.rank_sweep)."""
     fig = go.Figure()
-    for style, group in (("solid", summaries), ("dot", fresh or [])):
-        for s in group:
-            rows = [r for r in s["curve"] if metric in r]
-            c = s["config"]
-            label = f"{c['method']} n={c['hidden']}" + (" (fresh)" if style == "dot" else "")
-            fig.add_trace(go.Scatter(x=[r["step"] for r in rows], y=[r[metric] for r in rows], mode="lines",
-                                     name=label, line=dict(color=method_color(c["method"]), dash=style)))
-    tasks = {s["config"]["task"] for s in summaries + (fresh or [])}
+    keys = dict.fromkeys((r["family"], r["n"], r["T"]) for r in rows)
+    for family, n, T in keys:
+        pts = sorted((r["r"], r[y], r["method"]) for r in rows if (r["family"], r["n"], r["T"]) == (family, n, T))
+        if not pts:
+            continue
+        fig.add_trace(go.Scatter(x=[p[0] for p in pts], y=[p[1] for p in pts], mode="lines+markers",
+                                 name=f"{family}-r (n={n}, T={T})",
+                                 line=dict(color=method_color(pts[-1][2]), dash=method_dash(pts[-1][2]))))
+    return _layout(fig, title or f"{label(y)} against r", _axis("r", [r["r"] for r in rows], log=True),
+                   _axis(y, [r[y] for r in rows if r[y] > 0], log=True))
+
+
+def error_split_figure(rows: list[dict], title: str | None = None) -> go.Figure:
+    """Each method's relative error split into bias² and variance (experiments.error_split), bars on a
+    log axis, with the mean cosine to the exact gradient in the legend's hover text."""
+    methods = list(dict.fromkeys(r["method"] for r in rows))
+    by = {r["method"]: r for r in rows}
+    fig = go.Figure()
+    for field, pattern in (("bias2", ""), ("spread", "/")):
+        fig.add_trace(go.Bar(x=methods, y=[by[m][field] or None for m in methods], name=label(field),
+                             marker=dict(color=[method_color(m) for m in methods], pattern_shape=pattern),
+                             customdata=[by[m]["cosine"] for m in methods],
+                             hovertemplate="%{x}: %{y:.3g} (mean cosine %{customdata:.3f})<extra></extra>"))
+    values = [by[m][f] for m in methods for f in ("bias2", "spread")]
+    fig.update_layout(barmode="group")
+    return _layout(fig, title or "Relative error: bias² and variance", {"title": "estimator"},
+                   _axis("relative error (share of ‖g‖²)", values, log=True))
+
+
+def training_figure(summaries: list[dict], metric: str, title: str | None = None, log_x: bool = False) -> go.Figure:
+    """``metric`` against steps: one median line and a min–max band per configuration over its seeds
+    (a single seed: its line), and the reference of every estimator present — a marker (with the
+    range of the source's runs) named after its estimator and source."""
+    fig = go.Figure()
+    groups = group_by_configuration(summaries)
+    for name, runs in groups.items():
+        method = runs[0]["config"]["method"]
+        color = method_color(method)
+        seeds = f"{len(runs)} seeds" if len(runs) > 1 else f"seed {runs[0]['config']['seed']}"
+        if len(runs) == 1:
+            pts = [r for r in runs[0]["curve"] if metric in r]
+            fig.add_trace(go.Scatter(x=[r["step"] for r in pts], y=[r[metric] for r in pts],
+                                     mode="lines+markers" if len(pts) < 30 else "lines", name=f"{name} ({seeds})",
+                                     line=dict(color=color, dash=method_dash(method))))
+            continue
+        band = seed_band(runs, metric)
+        xs = [b["step"] for b in band]
+        fig.add_trace(go.Scatter(x=xs + xs[::-1], y=[b["high"] for b in band] + [b["low"] for b in band][::-1],
+                                 fill="toself", line=dict(width=0), fillcolor=color, opacity=0.2,
+                                 name=f"{name}: range over {seeds}", hoverinfo="skip"))
+        fig.add_trace(go.Scatter(x=xs, y=[b["median"] for b in band], mode="lines", name=f"{name}: median",
+                                 line=dict(color=color, dash=method_dash(method))))
+    tasks = {s["config"]["task"] for s in summaries}
+    methods = {s["config"]["method"] for s in summaries}
     for task in tasks:
-        ref_metric, ref = REFERENCE[task]
-        if ref_metric == metric:
-            xs = sorted(ref)
-            mid = [sum(v) / 2 if isinstance(v, tuple) else v for v in (ref[s] for s in xs)]
-            fig.add_trace(go.Scatter(x=xs, y=mid, mode="markers", marker=dict(size=10, color="black", symbol="diamond"),
-                                     name="OK reference (official logs)"))
-    fig.update_layout(xaxis=dict(title="time steps"), yaxis=dict(title=metric), template="plotly_white",
-                      title=title or f"{metric} against steps")
-    return fig
+        for ref in references_for(task, metric, methods):
+            if ref.points:
+                steps = sorted(ref.points)
+                lo = [v[0] if isinstance(v, tuple) else v for v in (ref.points[s] for s in steps)]
+                hi = [v[1] if isinstance(v, tuple) else v for v in (ref.points[s] for s in steps)]
+                mid = [(a + b) / 2 for a, b in zip(lo, hi)]
+                fig.add_trace(go.Scatter(x=steps, y=mid, mode="markers", name=ref.label,
+                                         marker=dict(size=10, color="black", symbol="diamond"),
+                                         error_y=dict(type="data", symmetric=False, array=[h - m for h, m in zip(hi, mid)],
+                                                      arrayminus=[m - lo_ for m, lo_ in zip(mid, lo)])))
+            if ref.final is not None:
+                fig.add_hline(y=ref.final, line=dict(color="black", dash="dot", width=1))
+                fig.add_trace(go.Scatter(x=[None], y=[None], mode="lines", name=f"{ref.label}: {ref.final:g}",
+                                         line=dict(color="black", dash="dot", width=1)))
+    all_steps = [r["step"] for s in summaries for r in s["curve"]]
+    return _layout(fig, title or f"{label(metric)} against steps", _axis("step", all_steps, log=log_x),
+                   _axis(metric))
 
 
-def cost_figure(rows: list[dict], value: str = "ms_per_step", title: str | None = None) -> go.Figure:
-    """``value`` against n, log–log, one line per method, with the fitted slope in the legend."""
+def cost_figure(rows: list[dict], value: str = "ms_per_step", title: str | None = None, x: str = "n") -> go.Figure:
+    """``value`` against ``x`` (n, or r), log–log, one line per method, the fitted slope in the legend."""
     fig = go.Figure()
     for method in dict.fromkeys(r["method"] for r in rows):
-        pts = sorted((r["n"], r[value]) for r in rows if r["method"] == method and r.get(value))
+        pts = sorted((r[x], r[value]) for r in rows if r["method"] == method and r.get(value))
         if not pts:
             continue
         slope = loglog_slope([p[0] for p in pts], [p[1] for p in pts]) if len(pts) > 1 else float("nan")
-        fig.add_trace(go.Scatter(x=[p[0] for p in pts], y=[p[1] for p in pts], mode="lines+markers",
-                                 name=f"{method} (slope {slope:.2f})", line=dict(color=method_color(method))))
-    fig.update_layout(xaxis=dict(type="log", title="hidden size n"), yaxis=dict(type="log", title=value),
-                      title=title or f"{value} against n", template="plotly_white")
-    return fig
+        name = f"{method} (slope {slope:.2f})" if len(pts) > 1 else method
+        fig.add_trace(go.Scatter(x=[p[0] for p in pts], y=[p[1] for p in pts], mode="lines+markers", name=name,
+                                 line=dict(color=method_color(method), dash=method_dash(method))))
+    return _layout(fig, title or f"{label(value)} against {x}", _axis(x, [r[x] for r in rows], log=True),
+                   _axis(value, [r.get(value) for r in rows], log=True))

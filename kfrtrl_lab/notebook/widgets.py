@@ -1,52 +1,128 @@
-"""Live controls for the notebooks. Each builder returns ``(widget, handles)``: the widget to
-display, and the controls plus the callback, so a test can move a slider and read the figure
-without a kernel."""
+"""Live controls for the notebooks. Each builder returns an :class:`Explorer`: its ``controls`` (the
+widgets a test can move) and its ``figure`` (the figure for the current setting), so a test drives
+it without a kernel.
+
+In a notebook, ``display(explorer)`` shows the controls and then the figure under a display id;
+every change recomputes the figure and replaces that output in place (no stale copy below). The
+sliders report only on release (``continuous_update=False``), so dragging does not queue a
+recomputation per position, and a status line says when a recomputation is running and how long
+the last one took.
+"""
 
 from __future__ import annotations
 
+import time
+from typing import Callable
+
 import ipywidgets as widgets
+import plotly.graph_objects as go
 
-from .experiments import variance_sweep
-from .figures import variance_figure
-
-
-def variance_explorer_figure(n: int, T_max: int, samples: int, methods, lengths=(5, 10, 20, 40), seed: int = 0):
-    """Relative variance against T (T ≤ T_max from ``lengths``) for a random RHN of size n."""
-    Ts = [T for T in lengths if T <= T_max] or [min(lengths)]
-    rows = variance_sweep([n], Ts, methods=tuple(methods), samples=samples, seed=seed)
-    return variance_figure(rows, x="T", title=f"Relative variance, random RHN n={n}, {samples} samples")
+from . import experiments as ex
+from . import figures
 
 
-def variance_explorer(n_options=(8, 16, 32, 64), lengths=(5, 10, 20, 40), samples_options=(25, 50, 100, 200),
-                      methods=("kf-rtrl", "uoro"), seed: int = 0):
-    """Sliders for n, T_max, the number of samples and the estimators; on every change the figure
-    is recomputed and drawn into ``handles["output"]``. The first figure is only stored in
-    ``handles["figure"]`` (show it as a cell result): drawing into an Output widget while a
-    notebook runs headlessly can stall papermill's kernel client."""
-    handles = {
-        "n": widgets.SelectionSlider(options=list(n_options), value=n_options[1], description="n"),
-        "T_max": widgets.SelectionSlider(options=list(lengths), value=lengths[-1], description="T max"),
-        "samples": widgets.SelectionSlider(options=list(samples_options), value=samples_options[1],
-                                           description="samples"),
+class Explorer:
+    """``controls`` (name -> widget) whose values are the keyword arguments of ``draw``."""
+
+    def __init__(self, controls: dict, draw: Callable[..., go.Figure], layout: Callable | None = None):
+        self.controls = controls
+        self._draw = draw
+        self.status = widgets.HTML()
+        self._handle = None
+        for control in controls.values():
+            if hasattr(control, "continuous_update"):
+                control.continuous_update = False
+            control.observe(self.update, names="value")
+        self.widget = (layout or _default_layout)(controls, self.status)
+        self.seconds = 0.0
+        self.figure = self._compute()
+
+    def values(self) -> dict:
+        return {name: control.value for name, control in self.controls.items()}
+
+    def _compute(self) -> go.Figure:
+        start = time.perf_counter()
+        figure = self._draw(**self.values())
+        self.seconds = time.perf_counter() - start
+        return figure
+
+    def update(self, change=None) -> go.Figure:
+        """Recompute the figure for the controls' values and replace the displayed one."""
+        self.status.value = "<i>computing…</i>"
+        self.figure = self._compute()
+        if self._handle is not None:
+            self._handle.update(self.figure)
+        self.status.value = f"<small>recomputed in {self.seconds:.1f} s</small>"
+        return self.figure
+
+    def _ipython_display_(self):
+        from IPython.display import display
+
+        bundle = self.widget._repr_mimebundle_()
+        # what a static report shows in place of the live controls
+        bundle["text/plain"] = (f"[controls: {', '.join(self.controls)} — live in a running notebook; "
+                                f"this page shows the figure for the first setting]")
+        display(bundle, raw=True)
+        self._handle = display(self.figure, display_id=True)
+
+
+def _default_layout(controls, status):
+    return widgets.VBox([widgets.HBox(list(controls.values())), status])
+
+
+def _slider(options, value, description):
+    return widgets.SelectionSlider(options=list(options), value=value, description=description)
+
+
+# -- notebook 3 -----------------------------------------------------------------------------------
+
+def _nearest(options, value):
+    return min(options, key=lambda o: abs(o - value))
+
+
+def variance_explorer(n_options=(8, 16, 32), lengths=(5, 10, 20), samples_options=(25, 50, 100),
+                      methods=("kf-rtrl", "uoro"), seed: int = 0, n: int = 16, T_max: int = 20,
+                      samples: int = 50) -> Explorer:
+    """Relative variance against T for a random RHN: sliders for n, the longest T, the number of
+    samples, and the estimators. The starting setting (n, T_max, samples: the options nearest to
+    them) answers in well under a second; the largest ones take longer, and the status line says so."""
+    samples_options, methods_all = sorted(set(samples_options)), tuple(methods)
+    start = {"n": _nearest(n_options, n), "T_max": _nearest(lengths, T_max), "samples": _nearest(samples_options, samples)}
+
+    def draw(n, T_max, samples, methods):
+        Ts = [T for T in lengths if T <= T_max] or [min(lengths)]
+        rows = ex.variance_sweep([n], Ts, methods=tuple(methods) or methods_all[:1], samples=samples, seed=seed)
+        return figures.variance_figure(rows, x="T", title=f"Relative variance, random RHN n={n}, {samples} samples")
+
+    controls = {
+        "n": _slider(n_options, start["n"], "n"),
+        "T_max": _slider(lengths, start["T_max"], "T max"),
+        "samples": _slider(samples_options, start["samples"], "samples"),
         "methods": widgets.SelectMultiple(options=list(methods), value=tuple(methods), description="estimators"),
-        "output": widgets.Output(),
-        "figure": None,
     }
+    return Explorer(controls, draw)
 
-    def update(change=None, draw=True):
-        chosen = handles["methods"].value or (methods[0],)
-        fig = variance_explorer_figure(handles["n"].value, handles["T_max"].value, handles["samples"].value,
-                                       chosen, lengths=lengths, seed=seed)
-        handles["figure"] = fig
-        if draw:
-            handles["output"].clear_output(wait=True)
-            with handles["output"]:
-                fig.show()
-        return fig
 
-    for key in ("n", "T_max", "samples", "methods"):
-        handles[key].observe(update, names="value")
-    handles["update"] = update
-    update(draw=False)
-    controls = widgets.HBox([widgets.VBox([handles["n"], handles["T_max"], handles["samples"]]), handles["methods"]])
-    return widgets.VBox([controls, handles["output"]]), handles
+# -- notebook 7 -----------------------------------------------------------------------------------
+
+FAMILIES = ("ok", "ok-official", "kf-avg", "kf-rtrl", "uoro", "snap-1")
+
+
+def family_explorer(r_options=(1, 2, 4, 8), n_options=(8, 16, 32), lengths=(5, 10, 20, 40), samples: int = 100,
+                    families=FAMILIES, seed: int = 0, r: int = 2, n: int = 16, T_max: int = 20) -> Explorer:
+    """Relative error against T for the chosen estimators at rank r (OK-r, KF-AVG-r; the others have
+    no rank) on a random RHN of size n; sliders for r, n and the longest T."""
+
+    def draw(r, n, T_max, families):
+        Ts = [T for T in lengths if T <= T_max] or [min(lengths)]
+        rows = ex.rank_sweep([n], [r], Ts, families=tuple(families) or ("ok",), samples=samples, seed=seed)
+        return figures.variance_figure(rows, x="T", title=f"Relative error against T: r={r}, random RHN n={n}")
+
+    controls = {
+        "r": _slider(r_options, _nearest(r_options, r), "r"),
+        "n": _slider(n_options, _nearest(n_options, n), "n"),
+        "T_max": _slider(lengths, _nearest(lengths, T_max), "T max"),
+        "families": widgets.SelectMultiple(options=list(families), value=("ok", "kf-avg", "snap-1"),
+                                           description="estimators"),
+    }
+    return Explorer(controls, draw)

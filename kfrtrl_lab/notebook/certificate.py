@@ -1,0 +1,34 @@
+"""``python -m kfrtrl_lab certify <method>``: the certificate notebook (``certificate.ipynb`` beside
+this file) executed for one estimator with papermill and rendered to an offline HTML page."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from ..cells import check_cell_name
+from ..estimators import load_plugin, parse_method
+from .reports import PROFILES, to_html
+
+NOTEBOOK = Path(__file__).with_name("certificate.ipynb")
+
+
+def certify(method: str, out: str | Path = "certificates", cell: str = "rhn", plugin: str | None = None,
+            profile: str = "full", **parameters) -> Path:
+    """Execute the certificate for ``method`` (registered here, or by the file ``plugin``) into
+    ``out``; returns the HTML page. Names are checked before the notebook starts."""
+    import papermill
+
+    if profile not in PROFILES:
+        raise ValueError(f"profile must be one of {PROFILES}, got {profile!r}")
+    check_cell_name(cell)
+    if plugin is not None:
+        plugin = str(Path(plugin).resolve())
+        load_plugin(plugin)
+    parse_method(method)
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    executed = out / f"certificate-{method}-{cell}.ipynb"
+    papermill.execute_notebook(str(NOTEBOOK), str(executed), kernel_name="python3", progress_bar=False, cwd=str(out),
+                               parameters={"method": method, "cell": cell, "plugin": plugin, "profile": profile,
+                                           **parameters})
+    return to_html(executed, out)
