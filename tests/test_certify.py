@@ -18,7 +18,7 @@ class NoisyRTRL(kl.RTRL):
 
     def recurrent_gradient(self, dl_ds, per_lane=False):
         exact = super().recurrent_gradient(dl_ds, per_lane=True)
-        noisy = exact + 0.1 * torch.randn(exact.shape, generator=self.generator, dtype=exact.dtype)
+        noisy = exact + 0.1 * self.random.signs(exact.shape, exact.dtype)  # the estimator's own stream
         return noisy if per_lane else noisy.sum(0)
 '''
 

@@ -5,6 +5,7 @@ import torch
 
 import kfrtrl_lab as kl
 from conftest import make_model, make_sequence, rel_err
+from kfrtrl_lab.random import CounterRandom
 
 
 def run_lanes(method, model, x, y, resets=(), reduction="sum", seed=0):
@@ -142,7 +143,7 @@ def test_kf_rtrl_follows_the_equations_step_by_step(cell_name):
     cell, B, T = model.cell, 3, 12
     x, y = make_sequence(model, T, batch=B, seed=14)
     est = kl.make_estimator("kf-rtrl", model, B, reduction="sum", seed=21)
-    signs = torch.Generator().manual_seed(21)
+    signs = CounterRandom(21, "cpu")  # the estimator's own stream of signs, replayed
     s, n, I = cell.slots, cell.hidden_size, cell.extended_size
     u = torch.zeros(B, I, dtype=torch.float64)
     A = torch.zeros(B, s * n, cell.gate_blocks * n, dtype=torch.float64)
@@ -152,7 +153,7 @@ def test_kf_rtrl_follows_the_equations_step_by_step(cell_name):
             est.reset([1])
             u[1], A[1], state[1] = 0, 0, 0
         _, lane_grads = est.step_lane_gradients(x[t], y[t])
-        c = torch.randint(0, 2, (B, 2), generator=signs).double() * 2 - 1
+        c = signs.signs((B, 2), torch.float64)
         for b in range(B):  # plain per-lane loop: this is the reference, not the implementation
             x_hat = torch.cat([x[t, b], state[b, :n], torch.ones(1, dtype=torch.float64)])
             step = lambda sp: cell(x[t, b][None], sp.view(1, s, n)).flatten()  # noqa: E731

@@ -28,8 +28,9 @@ def delayed_echo(method, steps=600, B=8, n=16, delay=2, seed=0, lr=3e-2):
 
 @pytest.mark.parametrize("method", ["kf-rtrl", "uoro", "rtrl", "tbptt-4"])
 def test_adam_every_step_learns_a_task_that_needs_memory(method):
-    # UORO's noisier gradient needs a smaller step: at 3e-2 it fails on 3 of 4 seeds, at 1e-2 it learns on all
-    first, last = delayed_echo(method, lr=1e-2 if method == "uoro" else 3e-2)
+    # The stochastic gradients need a smaller step: at 3e-2 KF-RTRL and UORO fail on 3 or 4 of seeds 0-3,
+    # at 1e-2 they learn on all four (the exact ones learn at either)
+    first, last = delayed_echo(method, lr=1e-2 if method in ("kf-rtrl", "uoro") else 3e-2)
     assert first > 0.6
     assert last < 0.85 * math.log(2)
 

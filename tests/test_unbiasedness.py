@@ -57,8 +57,9 @@ class MismatchedP(kfrtrl_lab.estimators.kf_rtrl.KFRTRL):
         self.A_scale *= 1.1  # as if A were scaled by 1.1/p instead of 1/p: u_t ⊗ A_t no longer telescopes
 
 
-def shared_across_lanes(shape, generator, dtype, device):
-    one = torch.randint(0, 2, (1, *shape[1:]), generator=generator, device=device).to(dtype) * 2 - 1
+def shared_across_lanes(shape, random, dtype):
+    """A planted bug: one draw of signs, used by every lane."""
+    one = random.signs((1, *shape[1:]), dtype)
     return one.expand(shape).clone()
 
 

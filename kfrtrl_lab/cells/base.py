@@ -122,11 +122,17 @@ class Cell(nn.Module):
         """One differentiable step s_t (used by BPTT)."""
         return self.phi(self.preactivation(self.extended_input(x, state_prev)), state_prev)
 
-    def step(self, x: torch.Tensor, state_prev: torch.Tensor) -> CellStep:
-        """Everything about the step s_{t-1} -> s_t that an estimator consumes (no autograd)."""
+    def step(self, x: torch.Tensor, state_prev: torch.Tensor, keep: torch.Tensor | None = None) -> CellStep:
+        """Everything about the step s_{t-1} -> s_t that an estimator consumes (no autograd).
+
+        ``keep`` (L,): 1 for a lane that continues, 0 for one that starts afresh at this step; its
+        s_{t-1} is taken as 0 and every H_t operator of the step is zero for it, so any influence
+        propagated through H_t starts from 0 (a reset that costs O(L))."""
+        if keep is not None:
+            state_prev = state_prev * keep[:, None, None]
         x_hat = self.extended_input(x, state_prev)
         state, d, direct = self.derivatives(self.preactivation(x_hat), state_prev)
-        return CellStep(self, x_hat, state, d, direct)
+        return CellStep(self, x_hat, state, d, direct, keep)
 
     def pointwise_derivatives(self, z: torch.Tensor, state_prev: torch.Tensor):
         """(s_t, D-blocks, direct partials) from φ alone.
@@ -173,10 +179,16 @@ class CellStep:
     state: torch.Tensor
     d: torch.Tensor
     direct: torch.Tensor
+    keep: torch.Tensor | None = None  # (L,): 0 for a lane reset before this step (its H_t is 0)
 
     @property
     def h(self) -> torch.Tensor:
         return self.cell.hidden(self.state)
+
+    @property
+    def keep_factor(self) -> torch.Tensor:
+        """``keep`` as a (L,) tensor (ones when no lane was reset)."""
+        return self.x_hat.new_ones(self.lanes) if self.keep is None else self.keep
 
     @property
     def lanes(self) -> int:
@@ -228,6 +240,8 @@ class CellStep:
         """
         L, s, r, n = self.d.shape
         d, direct = self.d, self.direct
+        if self.keep is not None:
+            scale = self.keep if scale is None else scale * self.keep
         if scale is not None:
             d, direct = d * scale[:, None, None, None], direct * scale[:, None, None, None]
         w_t = self.cell.recurrent_blocks_transposed()  # (r, n_out, n_in)
@@ -251,6 +265,8 @@ class CellStep:
         """
         L, s, r, n = self.d.shape
         v = v.view(L, s, n)
+        if self.keep is not None:
+            v = v * self.keep[:, None, None]
         z_dot = (self.cell.hidden(v) @ self.cell.weight[self.cell.recurrent_rows]).view(L, 1, r, n)
         return ((self.direct * v[:, None]).sum(dim=2) + (self.d * z_dot).sum(dim=2)).reshape(L, s * n)
 
@@ -259,7 +275,7 @@ class CellStep:
         direct[σ, τ, j] + [τ = h] Σ_k d[σ, k, j] W_h^k[j, j]."""
         blocks = self.direct.clone()
         blocks[:, :, 0] += (self.d * self.cell.recurrent_diagonals()).sum(dim=2)
-        return blocks
+        return blocks if self.keep is None else blocks * self.keep[:, None, None, None]
 
     def H_stacked(self, At: torch.Tensor, out: torch.Tensor | None = None) -> torch.Tensor:
         """(H_t A_i)ᵀ for a stack of p matrices A_i stored transposed, ``At`` (L, p, r·n, n_s):

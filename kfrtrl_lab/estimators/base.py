@@ -23,6 +23,7 @@ import torch
 
 from ..cells import CellStep
 from ..model import RecurrentModel
+from ..random import ESTIMATOR, CounterRandom
 
 
 class NonFiniteError(FloatingPointError):
@@ -53,17 +54,22 @@ class Estimator:
         self.reduction = reduction
         weight = self.cell.weight
         self.device, self.dtype = weight.device, weight.dtype
-        self.generator = torch.Generator(device=self.device)
-        if seed is None:
-            self.generator.seed()
-        else:
-            self.generator.manual_seed(int(seed))
+        self.random = CounterRandom(seed, self.device, ESTIMATOR)  # the method's random signs
         self.steps = 0  # time steps taken since construction, used to name a failing step
         self.gradient_ready = False
         self.state = self.cell.zero_state(batch_size)  # s_t, (B, s, n)
         self._lane_weights = torch.full(
             (batch_size,), 1.0 / batch_size if reduction == "mean" else 1.0, device=self.device, dtype=self.dtype
         )
+        # 1 for a lane that continues, 0 for one reset since the last step: the reset is applied by
+        # the next step (the cell step scales s_{t-1} and H_t by it), so a reset costs O(B), reads no
+        # mask back to the host, and leaves nothing stale in the influence estimate
+        self._keep = torch.ones(batch_size, device=self.device, dtype=self.dtype)
+        # first steps (device counter values) at which the state, loss or gradient was non-finite, and
+        # the lanes whose state or loss was: checked after every eager step, at chunk ends by the trainer
+        self._bad_step = torch.zeros(3, dtype=torch.long, device=self.device)
+        self._bad_lanes = torch.zeros(batch_size, dtype=torch.bool, device=self.device)
+        self._step_counter = torch.zeros((), dtype=torch.long, device=self.device)
         self._init_influence()
 
     @property
@@ -82,13 +88,12 @@ class Estimator:
     def _init_influence(self) -> None:
         """Allocate the per-lane influence state (``lane_state``), all zero (G_0 = 0)."""
 
-    def _reset_influence(self, lanes: torch.Tensor) -> None:
-        """Zero the influence state of the lanes in the boolean mask ``lanes``."""
-        for name in self.lane_state:
-            getattr(self, name)[lanes] = 0.0
-
     def _advance(self, step: CellStep) -> None:
-        """G_{t-1} -> G_t for every lane, from the cell step s_{t-1} -> s_t."""
+        """G_{t-1} -> G_t for every lane, from the cell step s_{t-1} -> s_t.
+
+        Lanes reset before this step have ``step.keep`` = 0: their H_t (every H operator of the
+        step) is zero, so a propagated influence H_t G_{t-1} vanishes by itself; any part of the
+        estimate that is not propagated through H_t must be multiplied by ``step.keep_factor``."""
         raise NotImplementedError
 
     def recurrent_gradient(self, dl_ds: torch.Tensor, per_lane: bool = False) -> torch.Tensor:
@@ -101,11 +106,12 @@ class Estimator:
 
     # -- shared ----------------------------------------------------------------------------
     def reset(self, lanes=None) -> None:
-        """Reset the state and influence of all lanes (``None``) or of some: a boolean
-        mask of shape (B,) or a sequence/tensor of lane indices."""
-        mask = self._lane_mask(lanes)
-        self.state = self.state.masked_fill(mask[:, None, None], 0.0)
-        self._reset_influence(mask)
+        """Reset the state and influence of all lanes (``None``) or of some: a boolean mask of shape
+        (B,) or a sequence/tensor of lane indices. The state is zeroed now, the influence estimate
+        by the next step."""
+        keep = (~self._lane_mask(lanes)).to(self.dtype)
+        self._keep = self._keep * keep
+        self.state = self.state * keep[:, None, None]
 
     def step(self, x: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
         """Advance one time step; add this step's gradient to ``.grad``.
@@ -113,35 +119,80 @@ class Estimator:
         ``x`` (B, m) floating, ``targets`` (B,) int64 class indices.
         Returns the per-lane losses ℓ_t,b in nats, (B,), detached.
         """
-        losses, d_readout, d_weight = self._online_step(x, targets, per_lane=False)
-        _accumulate(self.model.readout, d_readout)
-        _accumulate(self.cell.weight, d_weight)
-        self.gradient_ready = True
+        self._check_step_inputs(x, targets)
+        losses, d_readout, d_weight = self._core_step(x, targets, self._take_keep(), per_lane=False)
+        self.check_finite()  # before .grad is touched
+        self._accumulate(d_readout, d_weight)
         return losses
 
     def step_lane_gradients(self, x: torch.Tensor, targets: torch.Tensor):
         """Advance one step and return (losses (B,), per-lane estimates of dℓ_t,b/dW
         (B, m+n+1, r·n)) without touching ``.grad`` — for gradient analysis."""
-        losses, _, d_weight = self._online_step(x, targets, per_lane=True)
+        self._check_step_inputs(x, targets)
+        losses, _, d_weight = self._core_step(x, targets, self._take_keep(), per_lane=True)
+        self.check_finite()
         return losses, d_weight
+
+    def fast_step(self, x: torch.Tensor, targets: torch.Tensor, keep: torch.Tensor) -> torch.Tensor:
+        """:meth:`step` for the trainer's fast path: the lanes with ``keep`` = 0 (B,) start afresh,
+        nothing is checked and nothing is read back to the host (no synchronisation), so a chunk of
+        these steps can be captured and replayed. Non-finite values are recorded with their step;
+        :meth:`check_finite` raises for them later."""
+        losses, d_readout, d_weight = self._core_step(x, targets, keep * self._take_keep(), per_lane=False)
+        self._accumulate(d_readout, d_weight)
+        return losses
 
     def flush(self) -> None:
         """Write any gradient still pending (only BPTT holds one back)."""
 
-    def _online_step(self, x, targets, per_lane):
-        self._check_step_inputs(x, targets)
+    def _take_keep(self) -> torch.Tensor:
+        keep, self._keep = self._keep, torch.ones_like(self._keep)
+        return keep
+
+    def _accumulate(self, d_readout, d_weight) -> None:
+        _accumulate(self.model.readout, d_readout)
+        _accumulate(self.cell.weight, d_weight)
+        self.gradient_ready = True
+
+    def _core_step(self, x, targets, keep, per_lane):
         self.gradient_ready = False
         self.steps += 1
+        self._step_counter.add_(1)
         with torch.no_grad():
-            step = self.cell.step(x, self.state)
-            self._check_finite("hidden state h_t", step.state)
+            step = self.cell.step(x, self.state, keep)
             self._advance(step)
             self.state = step.state
             losses, dl_dh, d_readout = self.model.readout_step(step.h, targets, self._lane_weights)
-            self._check_finite("loss", losses)
             d_weight = self.recurrent_gradient(self.cell.state_cotangent(dl_dh), per_lane=per_lane)
-            self._check_finite("recurrent gradient estimate (influence state)", d_weight, lanes_first=per_lane)
+            self._record_finite(step.state, losses, d_weight)
         return losses, d_readout, d_weight
+
+    def _record_finite(self, state, losses, d_weight) -> None:
+        """Remember the first step at which each of (state, loss, gradient) was non-finite, and
+        the lanes whose state or loss was then. A NaN/Inf anywhere makes a sum non-finite, so one
+        reduction per quantity and step is all this costs."""
+        finite = torch.stack([state.sum(), losses.sum(), d_weight.sum()]).isfinite()
+        first = (self._bad_step == 0) & ~finite
+        self._bad_step.copy_(torch.where(first, self._step_counter, self._bad_step))
+        lanes_bad = ~(state.flatten(1).isfinite().all(dim=1) & losses.isfinite())
+        self._bad_lanes |= lanes_bad & first[:2].any()
+
+    def check_finite(self) -> None:
+        """Raise :class:`NonFiniteError` naming the first step (and the lanes) where a NaN or Inf
+        appeared. One read back from the device."""
+        bad = self._bad_step.tolist()
+        if not any(bad):
+            return
+        what, step = min(((w, s) for w, s in zip(
+            ("hidden state h_t", "loss", "recurrent gradient estimate (influence state)"), bad) if s),
+            key=lambda pair: pair[1])
+        lanes = self._bad_lanes.nonzero().flatten().tolist()[:10]
+        where = f" in lanes {lanes}" if lanes else ""
+        offset = self.steps - int(self._step_counter)  # the host count of steps names the step
+        raise NonFiniteError(
+            f"{self.name}: non-finite {what} at step {step + offset}{where}; the run has diverged "
+            f"(lower the learning rate or clip gradients). That step did not touch .grad."
+        )
 
     @property
     def resumable(self) -> bool:
@@ -151,7 +202,7 @@ class Estimator:
     def state_dict(self) -> dict:
         """Everything needed to continue exactly: lane states, influence, random stream."""
         return {"method": self.name, "batch_size": self.batch_size, "steps": self.steps,
-                "generator": self.generator.get_state(),
+                "random": self.random.state_dict(), "keep": self._keep.clone(),
                 "tensors": {k: getattr(self, k).detach().clone() for k in self.state_names}}
 
     def load_state_dict(self, state: dict) -> None:
@@ -159,7 +210,8 @@ class Estimator:
             raise ValueError(f"checkpoint holds {state['method']} with batch {state['batch_size']}, "
                              f"this estimator is {self.name} with batch {self.batch_size}")
         self.steps = state["steps"]
-        self.generator.set_state(state["generator"])
+        self.random.load_state_dict(state["random"])
+        self._keep = state["keep"].to(device=self.device, dtype=self.dtype).clone()
         for k, v in state["tensors"].items():
             setattr(self, k, v.to(device=self.device, dtype=self.dtype).clone())
 
@@ -184,20 +236,6 @@ class Estimator:
 
     def _check_step_inputs(self, x, targets) -> None:
         check_inputs(self.model, x, targets, lanes=self.batch_size)
-
-    def _check_finite(self, what: str, value: torch.Tensor, lanes_first: bool = True) -> None:
-        # One pass: a NaN/Inf anywhere makes the sum non-finite (a float overflow of the sum
-        # alone would also trip it, and means the run is diverging anyway).
-        if torch.isfinite(value.sum()):
-            return
-        where = ""
-        if lanes_first:
-            bad = ~torch.isfinite(value.reshape(value.shape[0], -1)).all(dim=1)
-            where = f" in lanes {bad.nonzero().flatten().tolist()[:10]}"
-        raise NonFiniteError(
-            f"{self.name}: non-finite {what} at step {self.steps}{where}; the run has diverged "
-            f"(lower the learning rate or clip gradients). This step did not touch .grad."
-        )
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}(method={self.name!r}, batch_size={self.batch_size}, cell={self.cell!r})"
@@ -244,6 +282,6 @@ def _accumulate(param: torch.nn.Parameter, grad: torch.Tensor) -> None:
         param.grad.add_(grad)
 
 
-def rademacher(shape, generator: torch.Generator, dtype, device) -> torch.Tensor:
-    """Independent uniform ±1 entries."""
-    return torch.randint(0, 2, shape, generator=generator, device=device).to(dtype).mul_(2).sub_(1)
+def rademacher(shape, random: CounterRandom, dtype) -> torch.Tensor:
+    """Independent uniform ±1 entries (``random``: the estimator's counter-based stream)."""
+    return random.signs(shape, dtype)

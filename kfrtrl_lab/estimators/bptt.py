@@ -35,14 +35,22 @@ class BPTT(Estimator):
 
     def step(self, x, targets):
         self._check_step_inputs(x, targets)
+        return self._window_step(x, targets, self._take_keep(), check=True)
+
+    def fast_step(self, x, targets, keep):
+        return self._window_step(x, targets, keep * self._take_keep(), check=False)
+
+    def _window_step(self, x, targets, keep, check):
         self.gradient_ready = False
         self.steps += 1
+        self._step_counter.add_(1)
         with torch.enable_grad():
-            state = self.cell(x, self.state)
-            self._check_finite("hidden state h_t", state.detach())
+            state = self.cell(x, self.state * keep[:, None, None])
             losses = self.model.lane_losses(self.cell.hidden(state), targets)
-            self._check_finite("loss", losses.detach())
             step_loss = (losses * self._lane_weights).sum()
+        self._record_finite(state.detach(), losses.detach(), step_loss.detach()[None])
+        if check:
+            self.check_finite()  # before the window's backward pass can touch .grad
         self._pending_loss = step_loss if self._pending_loss is None else self._pending_loss + step_loss
         self.state = state
         self._window += 1

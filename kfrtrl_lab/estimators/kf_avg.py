@@ -49,7 +49,7 @@ class KFAverage(KroneckerSum):
         tiny = torch.finfo(self.dtype).tiny
         p1 = torch.where(live1, (norm_b / norm_u.clamp_min(tiny)).sqrt(), torch.ones_like(norm_b))
         p2 = torch.where(live2, (norm_d / norm_x).sqrt(), torch.ones_like(norm_d))
-        signs = rademacher((L, k, 2), self.generator, self.dtype, self.device)
+        signs = rademacher((L, k, 2), self.random, self.dtype)
         c1, c2 = signs[..., 0] * live1, signs[..., 1] * live2
         self.u = (c1 * p1)[:, :, None] * self.u + (c2 * p2)[:, :, None] * step.x_hat[:, None, :]
         Pf.mul_((c1 / p1)[:, :, None])

@@ -11,8 +11,8 @@ A ∈ R^{n_s×rn}. One step:
 
 E[c1 c2] = 0 makes E[u_t ⊗ A_t] = H_t (u_{t-1} ⊗ A_{t-1}) + x̂_t ⊗ D_t, so the estimate is
 unbiased for any positive p1, p2; the p's minimise the step's variance. A term whose factor has
-zero norm (after a reset u = 0) is dropped (its sign set to 0), so the first step after a reset
-gives u ⊗ A = c2² x̂ ⊗ D = F_t exactly.
+zero norm (after a reset H_t A_{t-1} = 0, the step's H being zero for that lane) is dropped (its
+sign set to 0), so the first step after a reset gives u ⊗ A = c2² x̂ ⊗ D = F_t exactly.
 
 Storage: A_t is kept as σ_t Ā_t with a per-lane scalar σ_t = c1/p1, so the rescaling of B_t costs
 O(B) instead of a pass over B·n_s·rn numbers. σ_{t-1} is folded into H_t's pointwise factors
@@ -37,7 +37,7 @@ class KFRTRL(Estimator):
     def _init_influence(self):
         c = self.cell
         self.u = self._zeros(c.extended_size)
-        # Invariant: a lane with u = 0 has Ā = 0 (both are zeroed together at a reset).
+        # A reset lane's B_t = (keep·σ H_t) Ā is zero: its first term drops out below (live1 false).
         self.A_stored = self._zeros(c.state_size, c.weight.shape[1])  # Ā
         self.A_scale = torch.ones(self.batch_size, device=self.device, dtype=self.dtype)  # σ
         # B_t is written into a second buffer that swaps roles with Ā every step: a fresh
@@ -49,11 +49,6 @@ class KFRTRL(Estimator):
     def kron_factors(self):
         """(u_t (B, m+n+1), A_t (B, n_s, r·n)): G'_t = u_t ⊗ A_t per lane (A_t materialised)."""
         return self.u, self.A_scale[:, None, None] * self.A_stored
-
-    def _reset_influence(self, lanes):
-        self.u[lanes] = 0.0
-        self.A_stored[lanes] = 0.0
-        self.A_scale[lanes] = 1.0
 
     def _advance(self, step):
         u, sigma = self.u, self.A_scale
@@ -69,15 +64,14 @@ class KFRTRL(Estimator):
         tiny = torch.finfo(self.dtype).tiny
         p1 = torch.where(live1, (norm_b / norm_u.clamp_min(tiny)).sqrt(), torch.ones_like(norm_b))
         p2 = torch.where(live2, (norm_d / norm_x).sqrt(), torch.ones_like(norm_d))
-        signs = rademacher((self.batch_size, 2), self.generator, self.dtype, self.device)
+        signs = rademacher((self.batch_size, 2), self.random, self.dtype)
         c1 = signs[:, 0] * live1
         c2 = signs[:, 1] * live2
 
         self.u = (c1 * p1)[:, None] * u + (c2 * p2)[:, None] * step.x_hat
         # A_t = c1 B_t / p1 + c2 D_t / p2 = σ_t (B_t + γ D_t) with σ_t = c1/p1, γ = c1 c2 p1 / p2
         # (1/c1 = c1 for a sign).
-        # A dead first term (live1 false) means B_t = 0 (its norm is 0, or u = 0 and so Ā = 0):
-        # then σ_t = 1 and γ = c2/p2.
+        # A dead first term (live1 false) means B_t = 0 or u = 0: then σ_t = 1 and γ = c2/p2.
         self.A_scale = torch.where(live1, c1 / p1, torch.ones_like(p1))
         gamma = torch.where(live1, c1 * c2 * p1 / p2, c2 / p2)
         step.add_D(propagated, gamma)

@@ -69,7 +69,8 @@ class OK(KroneckerSum):
         step.H_stacked(self.At, out=M[:, :r])  # (H A_i)ᵀ
         step.D_dense(out=M[:, r], transposed=True)  # D_tᵀ
         Mf = M.view(L, r + 1, -1)
-        V = torch.cat([self.u, step.x_hat[:, None]], dim=1).transpose(1, 2)  # (L, a, r+1)
+        u = self.u * step.keep_factor[:, None, None]  # a reset lane's pairs are gone (M_i = 0 there too)
+        V = torch.cat([u, step.x_hat[:, None]], dim=1).transpose(1, 2)  # (L, a, r+1)
         self.u, coef_m = self._reduce(V, torch.bmm(Mf, Mf.transpose(1, 2)))
         torch.bmm(coef_m, Mf, out=self.At.view(L, r, -1))
 
@@ -136,7 +137,7 @@ class OK(KroneckerSum):
         P = torch.eye(k, dtype=s.dtype, device=s.device) - reflect[:, None, None] * v[:, :, None] * v[:, None, :]
         P = P[:, :r, :]  # rows 0..q*-1 are e_i (kept), rows q*..r-1 span w⊥ on the mixed set
 
-        signs = torch.where(kept, torch.ones_like(s), rademacher((L, k), self.generator, s.dtype, s.device))
+        signs = torch.where(kept, torch.ones_like(s), rademacher((L, k), self.random, s.dtype))
         root_s = s.sqrt()
         if self.scaling == "symmetric":
             col_u = col_a = torch.where(kept, root_s, torch.ones_like(s))

@@ -35,16 +35,17 @@ class UORO(Estimator):
     def _advance(self, step):
         eps, ns = self.eps, self.cell.state_size
         s_fwd = step.H_times(self.state_factor)
-        nu = rademacher((self.batch_size, ns), self.generator, self.dtype, self.device)
+        nu = rademacher((self.batch_size, ns), self.random, self.dtype)
         nu_d = step.D_transpose_times(nu)  # νᵀ D_t, (B, r·n)
 
-        norm_theta = self.param_factor.flatten(1).norm(dim=1)
+        keep = step.keep_factor  # θ̃ is not propagated through H_t: a reset lane's is dropped here
+        norm_theta = self.param_factor.flatten(1).norm(dim=1) * keep
         norm_dtheta = step.x_hat.norm(dim=1) * nu_d.norm(dim=1)  # ‖x̂ ⊗ νᵀD‖ = ‖x̂‖ ‖νᵀD‖
         rho0 = ((norm_theta + eps) / (s_fwd.norm(dim=1) + eps)).sqrt()
         rho1 = ((norm_dtheta + eps) / (math.sqrt(ns) + eps)).sqrt()
 
         self.state_factor = rho0[:, None] * s_fwd + rho1[:, None] * nu
-        theta = self.param_factor.mul_((1 / rho0)[:, None, None])
+        theta = self.param_factor.mul_((keep / rho0)[:, None, None])
         theta.baddbmm_((step.x_hat / rho1[:, None])[:, :, None], nu_d[:, None, :])
 
     def recurrent_gradient(self, dl_ds, per_lane=False):
