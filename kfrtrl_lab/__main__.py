@@ -45,10 +45,15 @@ def _add_config_options(parser: argparse.ArgumentParser) -> None:
     for f in dataclasses.fields(RunConfig):
         if f.name == "task":
             continue
+        flag = "--" + f.name.replace("_", "-")
+        if f.type == "bool":
+            parser.add_argument(flag, dest=f.name, action="store_true", default=argparse.SUPPRESS,
+                                help=f.metadata["help"])
+            continue
         shown = "" if f.default is None else f" (default: {f.default:g})" if isinstance(f.default, float) \
             else f" (default: {f.default})"
-        parser.add_argument("--" + f.name.replace("_", "-"), dest=f.name, type=_TYPES[f.type],
-                            default=argparse.SUPPRESS, help=f.metadata["help"] + shown)
+        parser.add_argument(flag, dest=f.name, type=_TYPES[f.type], default=argparse.SUPPRESS,
+                            help=f.metadata["help"] + shown)
 
 
 def parser() -> argparse.ArgumentParser:

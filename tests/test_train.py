@@ -13,7 +13,7 @@ from kfrtrl_lab.train import Diverged, RunConfig, train
 
 def test_copy_sequences_follow_the_official_layout():
     task = CopyTask(batch_size=3, seed=0)
-    task.t_max = 6
+    task.t_max.fill_(6)
     seen = {b: ([], []) for b in range(3)}
     starts_at = {b: [] for b in range(3)}
     for t in range(60):
@@ -42,13 +42,13 @@ def test_copy_sequences_follow_the_official_layout():
 def test_curriculum_rule():
     task = CopyTask(batch_size=2, seed=0)
     task.next()
-    assert task.t_max == 1 and task.ema == 1.0
+    assert task.metrics() == {"t_max": 1, "ema_bits": 1.0}
     task.observe(torch.tensor([0.5, 0.5]) * math.log(2))  # 0.5 bits
-    assert task.ema == pytest.approx(0.999 + 0.001 * 0.5)
-    task.ema = 0.1
+    assert float(task.ema) == pytest.approx(0.999 + 0.001 * 0.5)
+    task.ema.fill_(0.1)
     while not task.next()[2].any():  # no change until a lane starts a sequence
-        assert task.t_max == 1
-    assert task.t_max == 2 and task.ema == 0.3
+        assert int(task.t_max) == 1
+    assert int(task.t_max) == 2 and float(task.ema) == 0.3
 
 
 def small(task="copy", **kw):

@@ -27,7 +27,11 @@ from ..random import ESTIMATOR, CounterRandom
 
 
 class NonFiniteError(FloatingPointError):
-    """A NaN or Inf appeared in a lane's state, loss or gradient."""
+    """A NaN or Inf appeared in a lane's state, loss or gradient (at time step ``step``, 1-based)."""
+
+    def __init__(self, message: str, step: int | None = None):
+        super().__init__(message)
+        self.step = step
 
 
 class Estimator:
@@ -40,6 +44,8 @@ class Estimator:
     #: True when ``.grad`` is written only by :meth:`flush` (full BPTT): a trainer must flush at
     #: sequence ends, which needs a task whose lanes start their sequences together.
     flushes_at_sequence_end: bool = False
+    #: True when a step issues no host synchronisation, so a GPU can capture it in a CUDA graph
+    capturable: bool = True
 
     def __init__(self, model: RecurrentModel, batch_size: int, *, reduction: str = "mean", seed: int | None = None):
         if not isinstance(model, RecurrentModel):
@@ -191,8 +197,7 @@ class Estimator:
         offset = self.steps - int(self._step_counter)  # the host count of steps names the step
         raise NonFiniteError(
             f"{self.name}: non-finite {what} at step {step + offset}{where}; the run has diverged "
-            f"(lower the learning rate or clip gradients). That step did not touch .grad."
-        )
+            f"(lower the learning rate or clip gradients). That step did not touch .grad.", step=step + offset)
 
     @property
     def resumable(self) -> bool:
@@ -221,6 +226,8 @@ class Estimator:
         if lanes is None:
             return torch.ones(B, dtype=torch.bool, device=self.device)
         lanes = torch.as_tensor(lanes, device=self.device)
+        if lanes.numel() == 0 and lanes.dtype != torch.bool:  # an empty list of indices: no lane
+            return torch.zeros(B, dtype=torch.bool, device=self.device)
         if lanes.dtype == torch.bool:
             if lanes.shape != (B,):
                 raise ValueError(f"a boolean lane mask must have shape ({B},), got {tuple(lanes.shape)}")

@@ -23,6 +23,7 @@ class BPTT(Estimator):
 
     name = "bptt"
     flushes_at_sequence_end = True
+    capturable = False  # the fast path runs BPTT windows uncaptured (their autograd graph is rebuilt each time)
 
     def __init__(self, model, batch_size, *, truncation: int | None = None, **kwargs):
         if truncation is not None and (not isinstance(truncation, int) or isinstance(truncation, bool)

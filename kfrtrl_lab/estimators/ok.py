@@ -49,6 +49,7 @@ class OK(KroneckerSum):
 
     name = "ok-<r>"
     stochastic = True
+    capturable = False  # torch.linalg's eigh and svd check their results on the host
     scaling = "symmetric"
 
     def __init__(self, model, batch_size, r: int, **kwargs):

@@ -13,6 +13,11 @@ from {max(1, T_max − 4), …, T_max}. Lanes are independent streams: each star
 sequence as soon as its last one ends, and its state is reset then. With ``synchronous=True``
 (for full BPTT, which updates at the end of a sequence) all lanes share one T per round and start
 and end their sequences together.
+
+The task lives on the device as a handful of tensors and draws its lengths and bits from the
+counter-based hash of :mod:`kfrtrl_lab.random` (lane b's k-th sequence has its own key), so a step
+reads nothing back to the host: the trainer's fast path can run (and capture) many steps at once,
+the curriculum still reacting at every step as above.
 """
 
 from __future__ import annotations
@@ -21,6 +26,7 @@ import math
 
 import torch
 
+from ..random import TASK_BITS, TASK_LENGTHS, hash_bits
 from .base import Task
 
 BIT0, BIT1, MARKER, BLANK = 0, 1, 2, 3
@@ -49,37 +55,27 @@ class CopyTask(Task):
     name = "copy"
     defaults = {"hidden": 128, "batch": 16}
     input_size = output_size = VOCAB
+    #: bits of one sequence are indexed lane·MAX_LENGTH + i in the hash
+    MAX_LENGTH = 1 << 20
 
     def __init__(self, batch_size: int, seed: int = 0, device="cpu", dtype=torch.float32,
                  ema_decay: float = 0.999, threshold: float = 0.15, ema_after_increase: float = 0.3,
                  window: int = 5, synchronous: bool = False):
         if not isinstance(batch_size, int) or batch_size < 1:
             raise ValueError(f"batch_size must be a positive int, got {batch_size!r}")
-        self.synchronous = synchronous
+        self.synchronous, self.seed = synchronous, int(seed)
         self.batch_size, self.device, self.dtype = batch_size, torch.device(device), dtype
         self.ema_decay, self.threshold, self.ema_after_increase, self.window = (
             ema_decay, threshold, ema_after_increase, window)
-        self.generator = torch.Generator(device="cpu").manual_seed(int(seed))
-        self.t_max = 1
-        self.ema = 1.0
-        B = batch_size
-        self.length = torch.zeros(B, dtype=torch.long)  # T of each lane's current sequence
-        self.position = torch.zeros(B, dtype=torch.long)  # step within it, 0 … 2T+1
-        self.bits = torch.zeros(B, 1, dtype=torch.long)
-        self._fresh = True  # every lane starts a sequence at the first step
-
-    def _start_sequences(self, lanes: torch.Tensor) -> None:
-        if self.ema < self.threshold:  # checked once per step: after it fires, ema = 0.3
-            self.t_max += 1
-            self.ema = self.ema_after_increase
-        k = int(lanes.sum())
-        low = max(1, self.t_max - self.window + 1)
-        T = torch.randint(low, self.t_max + 1, (1 if self.synchronous else k,), generator=self.generator).expand(k)
-        if self.bits.shape[1] < self.t_max:
-            self.bits = torch.nn.functional.pad(self.bits, (0, self.t_max - self.bits.shape[1]))
-        self.bits[lanes] = torch.randint(0, 2, (k, self.bits.shape[1]), generator=self.generator)
-        self.length[lanes] = T
-        self.position[lanes] = 0
+        B, dev = batch_size, self.device
+        self._lanes = torch.arange(B, device=dev)
+        self._eye = torch.eye(VOCAB, device=dev, dtype=dtype)
+        # the state, all on the device and updated in place
+        self.t_max = torch.ones((), dtype=torch.long, device=dev)
+        self.ema = torch.ones((), dtype=torch.float64, device=dev)
+        self.length = torch.zeros(B, dtype=torch.long, device=dev)  # T of each lane's current sequence
+        self.position = torch.full((B,), 2, dtype=torch.long, device=dev)  # step within it: 2T+2 = a start
+        self.sequence = torch.full((B,), -1, dtype=torch.long, device=dev)  # how many sequences a lane began
 
     @classmethod
     def from_config(cls, config, device, aligned: bool = False) -> "CopyTask":
@@ -91,36 +87,46 @@ class CopyTask(Task):
 
     def next(self):
         """(x (B, 4) one-hot, y (B,) targets, starts (B,) bool) for the next time step."""
-        starts = torch.ones(self.batch_size, dtype=torch.bool) if self._fresh else self.position == 2 * self.length + 2
-        self._fresh = False
-        if starts.any():
-            self._start_sequences(starts)
-        pos, T, bits = self.position, self.length, self.bits
-        cap = bits.shape[1] - 1
-        read = bits.gather(1, (pos - 1).clamp(0, cap)[:, None]).squeeze(1)
-        recall = bits.gather(1, (pos - T - 2).clamp(0, cap)[:, None]).squeeze(1)
+        starts = self.position == 2 * self.length + 2
+        # the curriculum, once per step at which any lane starts a sequence
+        grow = starts.any() & (self.ema < self.threshold)
+        self.t_max.add_(grow.long())
+        self.ema.copy_(torch.where(grow, torch.full_like(self.ema, self.ema_after_increase), self.ema))
+        self.sequence.add_(starts.long())
+        low = (self.t_max - self.window + 1).clamp_min(1)
+        key = self.sequence[:1].expand_as(self.sequence) if self.synchronous else self.sequence
+        index = torch.zeros_like(self._lanes) if self.synchronous else self._lanes
+        T = low + hash_bits(self.seed, TASK_LENGTHS, key, index) % (self.t_max - low + 1)
+        self.length.copy_(torch.where(starts, T, self.length))
+        self.position.masked_fill_(starts, 0)
+        pos, T = self.position, self.length
+        read = self._bit(pos - 1)  # the bit read at positions 1..T
+        recall = self._bit(pos - T - 2)  # the bit to write at positions T+2..2T+1
         x_tok = torch.where(pos == 0, MARKER, torch.where(pos <= T, read, BLANK))
         y_tok = torch.where(pos <= T, BLANK, torch.where(pos == T + 1, MARKER, recall))
-        self.position = pos + 1
-        x = torch.nn.functional.one_hot(x_tok, VOCAB).to(self.dtype)
-        return x.to(self.device), y_tok.to(self.device), starts.to(self.device)
+        self.position.add_(1)
+        return self._eye[x_tok], y_tok, starts
 
-    def observe(self, losses_nats: torch.Tensor) -> float:
-        """Feed one step's per-lane losses (nats) to the curriculum; returns the batch loss in bits."""
-        loss_bits = float(losses_nats.mean()) / math.log(2)
-        self.ema = self.ema_decay * self.ema + (1 - self.ema_decay) * loss_bits
+    def _bit(self, i: torch.Tensor) -> torch.Tensor:
+        """Bit i of every lane's current sequence (i ≥ 0; other i give an unused value)."""
+        return hash_bits(self.seed, TASK_BITS, self.sequence, self._lanes * self.MAX_LENGTH + i.clamp_min(0)) & 1
+
+    def observe(self, losses_nats: torch.Tensor) -> torch.Tensor:
+        """Feed one step's per-lane losses (nats) to the curriculum; returns the batch loss in bits
+        (a 0-dim device tensor: nothing is read back)."""
+        loss_bits = losses_nats.mean().double() / math.log(2)
+        self.ema.mul_(self.ema_decay).add_((1 - self.ema_decay) * loss_bits)
         return loss_bits
 
     def state_dict(self) -> dict:
-        return {"t_max": self.t_max, "ema": self.ema, "length": self.length.clone(),
-                "position": self.position.clone(), "bits": self.bits.clone(), "fresh": self._fresh,
-                "generator": self.generator.get_state(), "synchronous": self.synchronous}
+        return {name: getattr(self, name).clone() for name in ("t_max", "ema", "length", "position", "sequence")} | {
+            "seed": self.seed, "synchronous": self.synchronous}
 
     def load_state_dict(self, state: dict) -> None:
-        self.t_max, self.ema, self._fresh = state["t_max"], state["ema"], state["fresh"]
-        self.length, self.position, self.bits = (state["length"].clone(), state["position"].clone(),
-                                                 state["bits"].clone())
-        self.generator.set_state(state["generator"])
+        if (state["seed"], state["synchronous"]) != (self.seed, self.synchronous):
+            raise ValueError("copy task state is for another seed or layout")
+        for name in ("t_max", "ema", "length", "position", "sequence"):
+            getattr(self, name).copy_(state[name])
 
     def metrics(self) -> dict:
-        return {"t_max": self.t_max, "ema_bits": round(self.ema, 6)}
+        return {"t_max": int(self.t_max), "ema_bits": round(float(self.ema), 6)}

@@ -11,10 +11,9 @@ from __future__ import annotations
 import math
 
 import torch
-import torch.nn.functional as F
 
 from .base import Task
-from .ptb_data import PTB_FILES, Vocabulary, load_ptb
+from .ptb_data import PTB_FILES, TOKEN_LAYOUTS, Vocabulary, load_ptb
 
 def stream_batches(ids: torch.Tensor, batch_size: int) -> torch.Tensor:
     """Lay the text out as ``batch_size`` contiguous streams, evenly spaced through it.
@@ -32,28 +31,47 @@ def stream_batches(ids: torch.Tensor, batch_size: int) -> torch.Tensor:
     return ids[: length * batch_size].view(batch_size, length)
 
 
-class PTBStream:
-    """Endless per-time-step batches over :func:`stream_batches`: ``(x_t, y_t, reset_mask)``.
+STREAM_LAYOUTS = ("contiguous", "staggered")
 
-    ``x_t`` is the one-hot (B, vocab_size) input for token t of every stream, ``y_t`` (B,) the
-    token after it, and ``reset_mask`` (B,) is true where the recurrent state must be zeroed:
-    at t % reset_every == 0 (t = 0 included), or only at t = 0 when ``reset_every`` is None.
-    An epoch is L - 1 steps; the stream then wraps to t = 0 (a reset) and counts the epoch.
-    ``state_dict()``/``load_state_dict()`` hold the position so a run resumes exactly.
+
+class PTBStream:
+    """Endless per-time-step batches of the text for B lanes: ``(x_t, y_t, reset_mask)``, all on the
+    device and read back by nothing (so the trainer can run many steps at once).
+
+    ``layout="contiguous"`` (:func:`stream_batches`): lane b reads tokens [b L, (b+1) L); the
+    lanes reset together at t % reset_every == 0 (t = 0 included; only at t = 0 when
+    ``reset_every`` is None); after L - 1 steps the stream wraps to t = 0 and counts the epoch.
+
+    ``layout="staggered"`` (the official OK code's): lane b starts at offset b·⌊N/B⌋ of the whole
+    text and reads on, wrapping around the end; it resets whenever its absolute position in the
+    text is a multiple of ``reset_every`` (and at the first step), so the lanes reset at
+    staggered steps.
+
+    ``x_t`` is the one-hot (B, vocab_size) input, ``y_t`` (B,) the token after it, ``reset_mask``
+    (B,) true where the recurrent state must be zeroed. ``state_dict()``/``load_state_dict()``
+    hold the position so a run resumes exactly.
     """
 
     def __init__(self, ids: torch.Tensor, batch_size: int, vocab_size: int, reset_every: int | None = None,
-                 device: torch.device | str | None = None, dtype: torch.dtype = torch.float32):
+                 device: torch.device | str | None = None, dtype: torch.dtype = torch.float32,
+                 layout: str = "contiguous"):
         if reset_every is not None and (not isinstance(reset_every, int) or reset_every < 1):
             raise ValueError(f"reset_every must be a positive int or None, got {reset_every!r}")
+        if layout not in STREAM_LAYOUTS:
+            raise ValueError(f"layout must be one of {STREAM_LAYOUTS}, got {layout!r}")
         if len(ids) and not 0 <= int(ids.min()) <= int(ids.max()) < vocab_size:
             raise ValueError(f"token ids must lie in [0, {vocab_size})")
-        self.data = stream_batches(ids, batch_size).to(device)
+        self.layout, self.vocab_size, self.reset_every, self.dtype = layout, vocab_size, reset_every, dtype
+        self.data = stream_batches(ids, batch_size).to(device)  # checks the batch size in both layouts
         if self.data.shape[1] < 2:
             raise ValueError(f"{len(ids)} tokens give streams of length {self.data.shape[1]}; need at least 2")
-        self.vocab_size, self.reset_every, self.dtype = vocab_size, reset_every, dtype
-        self.t = 0
-        self.epoch = 0
+        device = self.data.device
+        if layout == "staggered":
+            self.text = ids.to(device)
+            self._offsets = torch.arange(batch_size, device=device) * (len(ids) // batch_size)
+        self._eye = torch.eye(vocab_size, device=device, dtype=dtype)
+        self._t = torch.zeros((), dtype=torch.long, device=device)  # steps taken (contiguous: within the epoch)
+        self._epoch = torch.zeros((), dtype=torch.long, device=device)
 
     @property
     def batch_size(self) -> int:
@@ -61,34 +79,58 @@ class PTBStream:
 
     @property
     def steps_per_epoch(self) -> int:
-        return self.data.shape[1] - 1
+        """Steps for the lanes to read the text once."""
+        return self.data.shape[1] - 1 if self.layout == "contiguous" else len(self.text) // self.batch_size
+
+    @property
+    def t(self) -> int:
+        return int(self._t)
+
+    @property
+    def epoch(self) -> int:
+        return int(self._epoch) if self.layout == "contiguous" else self.t // self.steps_per_epoch
+
+    @property
+    def epoch_fraction(self) -> float:
+        return self.epoch + (self.t % self.steps_per_epoch if self.layout == "staggered" else self.t) / self.steps_per_epoch
 
     def __iter__(self):
         return self
 
     def __next__(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        t = self.t
-        x = F.one_hot(self.data[:, t], self.vocab_size).to(self.dtype)
-        y = self.data[:, t + 1]
-        reset = t == 0 if self.reset_every is None else t % self.reset_every == 0
-        mask = torch.full((self.batch_size,), reset, dtype=torch.bool, device=self.data.device)
-        self.t += 1
-        if self.t == self.steps_per_epoch:
-            self.t, self.epoch = 0, self.epoch + 1
-        return x, y, mask
+        t = self._t
+        if self.layout == "contiguous":
+            x_ids = self.data.index_select(1, t.view(1)).squeeze(1)
+            y = self.data.index_select(1, (t + 1).view(1)).squeeze(1)
+            phase = t.expand(self.batch_size)
+        else:
+            position = (self._offsets + t) % len(self.text)
+            x_ids, y = self.text[position], self.text[(position + 1) % len(self.text)]
+            phase = position
+        first = t == 0 if self.layout == "contiguous" else (t == 0).expand(self.batch_size)
+        reset = first if self.reset_every is None else (phase % self.reset_every == 0) | first
+        reset = reset.expand(self.batch_size)
+        t.add_(1)
+        if self.layout == "contiguous":  # wrap to the start of the streams
+            wrap = t == self.steps_per_epoch
+            self._epoch.add_(wrap.long())
+            t.masked_fill_(wrap, 0)
+        return self._eye[x_ids], y, reset
 
     def state_dict(self) -> dict:
-        return {"t": self.t, "epoch": self.epoch, "batch_size": self.batch_size, "length": self.data.shape[1]}
+        return {"t": self.t, "epoch": int(self._epoch), "batch_size": self.batch_size, "length": self.data.shape[1],
+                "layout": self.layout}
 
     def load_state_dict(self, state: dict) -> None:
         # A position only means the same thing over the same layout.
-        layout = (state["batch_size"], state["length"])
-        if layout != (self.batch_size, self.data.shape[1]):
-            raise ValueError(f"state is for (batch_size, length) = {layout}, "
-                             f"this stream is {(self.batch_size, self.data.shape[1])}")
-        if not 0 <= state["t"] < self.steps_per_epoch:
+        layout = (state["batch_size"], state["length"], state.get("layout", "contiguous"))
+        if layout != (self.batch_size, self.data.shape[1], self.layout):
+            raise ValueError(f"state is for (batch_size, length, layout) = {layout}, "
+                             f"this stream is {(self.batch_size, self.data.shape[1], self.layout)}")
+        if self.layout == "contiguous" and not 0 <= state["t"] < self.steps_per_epoch:
             raise ValueError(f"t = {state['t']} is outside [0, {self.steps_per_epoch})")
-        self.t, self.epoch = int(state["t"]), int(state["epoch"])
+        self._t.fill_(int(state["t"]))
+        self._epoch.fill_(int(state["epoch"]))
 
 
 @torch.no_grad()
@@ -155,36 +197,42 @@ class PTBTask(Task):
     SAMPLE = {"length": 400, "prime": "the_", "temperature": 1.0, "seed": 0}
 
     def __init__(self, batch_size: int, reset_every: int | None = 100, data_dir=None, device="cpu",
-                 dtype: torch.dtype = torch.float32):
-        self.data = load_ptb(data_dir)
+                 dtype: torch.dtype = torch.float32, layout: str = "contiguous", tokens: str = "plain"):
+        self.data = load_ptb(data_dir, layout=tokens)
         self.vocab = self.data.vocab
         self.input_size = self.output_size = self.vocab_size = len(self.vocab)
-        self.stream = PTBStream(self.data.train, batch_size, self.vocab_size, reset_every, device, dtype)
+        self.stream = PTBStream(self.data.train, batch_size, self.vocab_size, reset_every, device, dtype, layout)
 
     @classmethod
     def check_config(cls, config, aligned: bool = False) -> None:
-        if aligned and config.reset_every is None:
+        if config.stream_layout not in STREAM_LAYOUTS:
+            raise ValueError(f"stream_layout must be one of {STREAM_LAYOUTS}, got {config.stream_layout!r}")
+        if config.tokens not in TOKEN_LAYOUTS:
+            raise ValueError(f"tokens must be one of {TOKEN_LAYOUTS}, got {config.tokens!r}")
+        if aligned and (config.reset_every is None or config.stream_layout != "contiguous"):
             raise ValueError(f"method {config.method!r} writes its gradient at the end of a sequence: on ptb "
-                             f"that is a reset, so give --reset-every N (the streams then reset together)")
+                             f"that is a reset, so give --reset-every N with the contiguous stream layout "
+                             f"(the streams then reset together)")
 
     @classmethod
     def from_config(cls, config, device, aligned: bool = False) -> "PTBTask":
         cls.check_config(config, aligned)
-        return cls(config.batch, reset_every=config.reset_every, data_dir=config.data_dir, device=device)
+        return cls(config.batch, reset_every=config.reset_every, data_dir=config.data_dir, device=device,
+                   layout=config.stream_layout, tokens=config.tokens)
 
     @property
     def aligned_starts(self) -> bool:
-        return True  # every stream resets at the same steps
+        return self.stream.layout == "contiguous"  # there every stream resets at the same steps
 
     def next(self):
         return next(self.stream)
 
-    def observe(self, losses_nats: torch.Tensor) -> float:
-        """Training loss of the step in bits per character."""
-        return float(losses_nats.mean()) / math.log(2)
+    def observe(self, losses_nats: torch.Tensor) -> torch.Tensor:
+        """Training loss of the step in bits per character (a 0-dim device tensor)."""
+        return losses_nats.mean().double() / math.log(2)
 
     def metrics(self) -> dict:
-        return {"epoch": round(self.stream.epoch + self.stream.t / self.stream.steps_per_epoch, 4)}
+        return {"epoch": round(self.stream.epoch_fraction, 4)}
 
     def evaluate(self, model, split: str = "valid", batch_size: int = 32) -> dict:
         if split not in PTB_FILES:

@@ -224,13 +224,25 @@ def _progress(total: int | None, label: str):
 
 # -- tokens and vocabulary ---------------------------------------------------------------------
 
-def tokenize(text: str) -> list[str]:
+TOKEN_LAYOUTS = ("plain", "official")
+
+
+def tokenize(text: str, layout: str = "plain") -> list[str]:
     """Each line's space-separated characters, then ``<eos>`` for its newline.
 
     A final fragment without a newline (the files end in ``"\\n "``) adds no ``<eos>``.
+    ``layout="official"`` writes the OK code's token stream instead: a word boundary "_" on both
+    sides of every ``<eos>`` (none after the last), 2 symbols more per line — 399,781 validation
+    symbols instead of 393,042, which lowers a model's BPC by about 0.03 (the extra "_" are easy).
     """
+    if layout not in TOKEN_LAYOUTS:
+        raise ValueError(f"token layout must be one of {TOKEN_LAYOUTS}, got {layout!r}")
+    eos = f" {EOS} " if layout == "plain" else f" _ {EOS} _ "
     # Turning each newline into a spaced-out <eos> lets one whitespace split do both jobs.
-    return text.replace("\n", f" {EOS} ").split()
+    tokens = text.replace("\n", eos).split()
+    if layout == "official" and tokens and tokens[-1] == "_":
+        tokens.pop()
+    return tokens
 
 
 @dataclass(frozen=True)
@@ -281,10 +293,11 @@ class PTB:
         return getattr(self, split)
 
 
-def load_ptb(data_dir: str | os.PathLike | None = None, url: str = PTB_URL) -> PTB:
-    """Load character-level PTB (finding/downloading it with :func:`find_ptb`), every file verified."""
+def load_ptb(data_dir: str | os.PathLike | None = None, url: str = PTB_URL, layout: str = "plain") -> PTB:
+    """Load character-level PTB (finding/downloading it with :func:`find_ptb`), every file verified,
+    tokenised with ``layout`` (see :func:`tokenize`)."""
     folder = find_ptb(data_dir, url)
-    tokens = {split: tokenize(_verified_bytes(folder / name, url).decode("ascii"))
+    tokens = {split: tokenize(_verified_bytes(folder / name, url).decode("ascii"), layout)
               for split, name in PTB_FILES.items()}
     vocab = Vocabulary.from_tokens(tokens["train"])
     return PTB(**{split: vocab.encode(toks) for split, toks in tokens.items()}, vocab=vocab)
