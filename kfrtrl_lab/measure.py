@@ -107,6 +107,7 @@ def step_cost(method: str, hidden_size: int, batch_size: int = 32, vocab: int = 
     Returns {method, n, batch, cell, ms_per_step (median block / block), ms_min, cores_busy,
     page_faults_per_step, state_MB, threads} plus transient_MB and peak_MB with ``memory=True``.
     """
+    torch.set_flush_denormal(True)  # as the trainer does (see train.train)
     torch.manual_seed(seed)  # the same weights for every method at this n
     model = RecurrentModel(make_cell(cell, vocab, hidden_size), vocab).to(device=device, dtype=dtype)
     est = make_estimator(method, model, batch_size, seed=seed)

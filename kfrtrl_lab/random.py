@@ -26,19 +26,30 @@ ESTIMATOR, TASK_LENGTHS, TASK_BITS = 1, 2, 3
 
 
 def _mix(x: torch.Tensor) -> torch.Tensor:
-    """A 32-bit integer hash of x (int64 values in [0, 2^32))."""
-    x = ((x >> 16) ^ x) * _MULT & _MASK
-    x = ((x >> 16) ^ x) * _MULT & _MASK
-    return (x >> 16) ^ x
+    """A 32-bit integer hash of x (int64 values in [0, 2^32)), in place on a fresh tensor."""
+    x = x ^ (x >> 16)
+    x.mul_(_MULT).bitwise_and_(_MASK)
+    x.bitwise_xor_(x >> 16).mul_(_MULT).bitwise_and_(_MASK)
+    return x.bitwise_xor_(x >> 16)
 
 
-def hash_bits(seed: int | torch.Tensor, stream: int, counter: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
-    """32 pseudo-random bits for every entry of ``index`` (int64), at step ``counter`` of ``stream``.
-    ``seed`` is a Python int or an int64 tensor broadcastable against ``index`` (one seed per lane)."""
-    key = _mix(torch.as_tensor(seed, device=index.device) & _MASK)
-    key = _mix(key ^ (stream * 0x9E3779B1 & _MASK))
-    key = _mix(key ^ (counter & _MASK))
-    return _mix(key ^ (index & _MASK))
+def _mix_int(x: int) -> int:
+    """:func:`_mix` on a Python int (for the constant part of a key: no tensor operation)."""
+    x &= _MASK
+    for _ in range(2):
+        x = ((x ^ (x >> 16)) * _MULT) & _MASK
+    return x ^ (x >> 16)
+
+
+def stream_key(seed: int, stream: int) -> int:
+    """The constant part of every draw of ``stream`` of ``seed``."""
+    return _mix_int(_mix_int(seed) ^ (stream * 0x9E3779B1 & _MASK))
+
+
+def hash_bits(key: int | torch.Tensor, counter: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
+    """32 pseudo-random bits for every entry of ``index`` (int64) at step ``counter`` of the stream
+    with ``key`` (:func:`stream_key`; an int64 tensor of keys broadcasts, e.g. one per lane)."""
+    return _mix(_mix((counter & _MASK) ^ key) ^ (index & _MASK))
 
 
 class CounterRandom:
@@ -49,20 +60,26 @@ class CounterRandom:
         if seed is None:
             seed = int(torch.randint(0, 2**31, ()).item())
         self.seed, self.stream, self.device = int(seed), stream, torch.device(device)
+        self.key = stream_key(self.seed, stream)
         self.counter = torch.zeros((), dtype=torch.long, device=self.device)
+        self._index: dict = {}  # arange per shape, made once
 
     def _bits(self, shape) -> torch.Tensor:
-        count = 1
-        for s in shape:
-            count *= s
-        index = torch.arange(count, device=self.device).view(shape)
-        bits = hash_bits(self.seed, self.stream, self.counter, index)
+        shape = tuple(shape)
+        index = self._index.get(shape)
+        if index is None:
+            count = 1
+            for s in shape:
+                count *= s
+            index = self._index[shape] = torch.arange(count, device=self.device).view(shape)
+        bits = hash_bits(self.key, self.counter, index)
         self.counter.add_(1)
         return bits
 
     def signs(self, shape, dtype=torch.float32) -> torch.Tensor:
         """Independent uniform ±1 entries of the given shape."""
-        return 1 - 2 * ((self._bits(shape) >> 11) & 1).to(dtype)
+        bits = (self._bits(shape) >> 11).bitwise_and_(1).to(dtype)
+        return bits.mul_(-2).add_(1)
 
     def integers(self, low: torch.Tensor | int, high: torch.Tensor | int, shape) -> torch.Tensor:
         """Uniform integers in [low, high] (inclusive; tensors broadcast against ``shape``)."""

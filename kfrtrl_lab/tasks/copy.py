@@ -26,7 +26,7 @@ import math
 
 import torch
 
-from ..random import TASK_BITS, TASK_LENGTHS, hash_bits
+from ..random import TASK_BITS, TASK_LENGTHS, hash_bits, stream_key
 from .base import Task
 
 BIT0, BIT1, MARKER, BLANK = 0, 1, 2, 3
@@ -69,6 +69,10 @@ class CopyTask(Task):
             ema_decay, threshold, ema_after_increase, window)
         B, dev = batch_size, self.device
         self._lanes = torch.arange(B, device=dev)
+        self._keys = (stream_key(self.seed, TASK_LENGTHS), stream_key(self.seed, TASK_BITS))
+        # bit i of lane b's sequence is hashed at index b·MAX_LENGTH + i; read and recall in one call
+        self._bit_index = torch.stack([self._lanes, self._lanes]) * self.MAX_LENGTH
+        self._zeros = torch.zeros_like(self._lanes)
         self._eye = torch.eye(VOCAB, device=dev, dtype=dtype)
         # the state, all on the device and updated in place
         self.t_max = torch.ones((), dtype=torch.long, device=dev)
@@ -94,22 +98,19 @@ class CopyTask(Task):
         self.ema.copy_(torch.where(grow, torch.full_like(self.ema, self.ema_after_increase), self.ema))
         self.sequence.add_(starts.long())
         low = (self.t_max - self.window + 1).clamp_min(1)
-        key = self.sequence[:1].expand_as(self.sequence) if self.synchronous else self.sequence
-        index = torch.zeros_like(self._lanes) if self.synchronous else self._lanes
-        T = low + hash_bits(self.seed, TASK_LENGTHS, key, index) % (self.t_max - low + 1)
+        counter = self.sequence[:1] if self.synchronous else self.sequence  # lane b's k-th sequence
+        index = self._zeros if self.synchronous else self._lanes
+        T = low + hash_bits(self._keys[0], counter, index) % (self.t_max - low + 1)
         self.length.copy_(torch.where(starts, T, self.length))
         self.position.masked_fill_(starts, 0)
         pos, T = self.position, self.length
-        read = self._bit(pos - 1)  # the bit read at positions 1..T
-        recall = self._bit(pos - T - 2)  # the bit to write at positions T+2..2T+1
+        # bit i of the current sequence, for i = pos − 1 (read, at 1..T) and pos − T − 2 (recall, T+2..2T+1)
+        i = torch.stack([pos - 1, pos - T - 2]).clamp_min_(0)
+        read, recall = hash_bits(self._keys[1], self.sequence, self._bit_index + i).bitwise_and_(1)
         x_tok = torch.where(pos == 0, MARKER, torch.where(pos <= T, read, BLANK))
         y_tok = torch.where(pos <= T, BLANK, torch.where(pos == T + 1, MARKER, recall))
         self.position.add_(1)
         return self._eye[x_tok], y_tok, starts
-
-    def _bit(self, i: torch.Tensor) -> torch.Tensor:
-        """Bit i of every lane's current sequence (i ≥ 0; other i give an unused value)."""
-        return hash_bits(self.seed, TASK_BITS, self.sequence, self._lanes * self.MAX_LENGTH + i.clamp_min(0)) & 1
 
     def observe(self, losses_nats: torch.Tensor) -> torch.Tensor:
         """Feed one step's per-lane losses (nats) to the curriculum; returns the batch loss in bits
