@@ -230,7 +230,7 @@ def test_no_network_names_folder_files_url_and_env_var(tmp_path, closed_url):
         ptb_data.find_ptb(target, url=closed_url)
     assert isinstance(err.value, FileNotFoundError)
     msg = str(err.value)
-    for part in [str(target), closed_url, ptb_data.ENV_VAR, *NAMES]:
+    for part in [str(target), closed_url, ptb_data.ENV_VAR, "--data-dir", *NAMES]:
         assert part in msg
     assert list(target.iterdir()) == []  # no half-downloaded archive left behind
 
@@ -242,8 +242,10 @@ def test_env_var_is_honoured_and_the_argument_wins(tmp_path, monkeypatch, closed
     monkeypatch.setenv(ptb_data.ENV_VAR, str(from_env))
     assert ptb_data.resolve_ptb_dir() == from_env
     assert ptb_data.resolve_ptb_dir(tmp_path / "arg") == tmp_path / "arg"
-    with pytest.raises(ptb_data.PTBNotFoundError, match=str(from_env)):
+    with pytest.raises(ptb_data.PTBNotFoundError, match=str(from_env)) as err:
         ptb_data.find_ptb(url=closed_url)
+    # the folder came from the variable: the message says so rather than asking to set it
+    assert f"comes from the environment variable {ptb_data.ENV_VAR}" in str(err.value)
     monkeypatch.setenv(ptb_data.ENV_VAR, str(tmp_path / "verified"))
     write_files(tmp_path / "verified", fake_files)
     assert ptb_data.find_ptb(url=closed_url) == tmp_path / "verified"

@@ -92,20 +92,23 @@ def find_ptb(data_dir: str | os.PathLike | None = None, url: str = PTB_URL) -> P
         except (OSError, tarfile.TarError, EOFError, zlib.error) as exc:
             # URLError, refused connections and timeouts are all OSError; a cut-off download
             # surfaces as a tar/gzip error.
-            raise PTBNotFoundError(_how_to_get(folder, url, f"{type(exc).__name__}: {exc}")) from exc
+            from_env = data_dir is None and bool(os.environ.get(ENV_VAR))
+            raise PTBNotFoundError(_how_to_get(folder, url, f"{type(exc).__name__}: {exc}", from_env)) from exc
     for name in PTB_FILES.values():
         _verified_bytes(folder / name, url)
     return folder
 
 
-def _how_to_get(folder: Path, url: str, reason: str) -> str:
+def _how_to_get(folder: Path, url: str, reason: str, from_env: bool = False) -> str:
     names = "\n".join(f"    {name}" for name in PTB_FILES.values())
     return (
         f"Character-level Penn Treebank files are missing from {folder} and could not be "
         f"downloaded from {url} ({reason}).\n"
         f"Put these three files (simple-examples/data/ptb.char.*.txt inside {url}):\n{names}\n"
         f"into the folder {folder}\n"
-        f"or set the environment variable {ENV_VAR} (or pass data_dir=) to a folder that holds them."
+        + (f"(that folder comes from the environment variable {ENV_VAR}), " if from_env else
+           f"or set the environment variable {ENV_VAR} to a folder that holds them, ")
+        + "or point to such a folder with --data-dir on the command line (data_dir= in Python)."
     )
 
 
