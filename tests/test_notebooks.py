@@ -124,3 +124,28 @@ def test_html_report_needs_no_network(tmp_path):
     assert 'src="mathjax/MathJax.js' in html
     assert not re.findall(r'<script[^>]+src="https?://', html)  # no script from a CDN
     assert "Plotly.newPlot" in html and len(html) > 1_000_000  # plotly.js itself is in the page
+
+
+def test_the_other_explorers_answer_their_controls():
+    from kfrtrl_lab.notebook import widgets
+
+    kron = widgets.kron_step_explorer(points=21)
+    p_star = kron.figure.data[1].x[0]
+    kron.controls["scale_u"].value = 10.0  # a longer u moves the optimum: p* ∝ 1/sqrt(‖u‖)
+    assert kron.figure.data[1].x[0] == pytest.approx(p_star / 10**0.5)
+
+    cost = widgets.cost_model_explorer(methods=("rtrl", "kf-rtrl"))
+    big = list(cost.figure.data[0].y)
+    cost.controls["n"].value = 64
+    small = list(cost.figure.data[0].y)
+    assert small[0] < big[0] / 150 and small[1] < big[1] / 30  # n / 4: RTRL's work falls like n^4, KF's like n^3
+
+    runs = [{"config": {"task": "copy", "method": m, "hidden": 8, "batch": 4, "clip": 1.0, "seed": s},
+             "steps_done": 20, "curve": [{"step": 10, "t_max": 1}, {"step": 20, "t_max": 2 + s}]}
+            for m in ("kf-rtrl", "uoro") for s in (0, 1)]
+    overlay = widgets.runs_explorer(runs, "t_max")
+    assert any("kf-rtrl" in t.name for t in overlay.figure.data) and any("uoro" in t.name for t in overlay.figure.data)
+    overlay.controls["configurations"].value = ("uoro n=8 B=4 clip 1",)
+    overlay.controls["seeds"].value = (1,)
+    assert [t.name for t in overlay.figure.data if "uoro" in t.name] == ["uoro n=8 B=4 clip 1 (seed 1)"]
+    assert not any("kf-rtrl n=8" in t.name for t in overlay.figure.data)

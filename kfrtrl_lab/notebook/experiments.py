@@ -91,11 +91,12 @@ def kron_step_terms(seed: int = 0, n: int = 6, m: int = 3):
 
 
 def variance_vs_p(seed: int = 0, n: int = 6, m: int = 3, points: int = 61, low: float = 1e-2,
-                  high: float = 1e2) -> dict:
+                  high: float = 1e2, scale_u: float = 1.0, scale_B: float = 1.0, scale_D: float = 1.0) -> dict:
     """The variance of one KF step against p on a log grid from ``low`` to ``high`` (fixed, so it
-    does not contain p* by construction), for the terms of :func:`kron_step_terms`.
-    p* = sqrt(‖B‖/‖u‖)·sqrt(‖x̂‖/‖D‖) = p1/p2 of section 3."""
+    does not contain p* by construction), for the terms of :func:`kron_step_terms`, with u, B and D
+    scaled by the given factors. p* = sqrt(‖B‖/‖u‖)·sqrt(‖x̂‖/‖D‖) = p1/p2 of section 3."""
     u, B, x_hat, D = kron_step_terms(seed, n, m)
+    u, B, D = u * scale_u, B * scale_B, D * scale_D
     p_star = math.sqrt(B.norm() / u.norm()) * math.sqrt(x_hat.norm() / D.norm())
     ratio = (high / low) ** (1 / (points - 1))
     ps = [low * ratio**i for i in range(points)]
@@ -247,3 +248,41 @@ def train_copy_model(hidden_size: int = 16, steps: int = 2000, method: str = "rt
     model, summary = train_model(config)
     last = summary["curve"][-1]
     return model.double(), {"t_max": last["t_max"], "ema_bits": last["ema_bits"]}
+
+
+# -- notebook 6: a cost model ----------------------------------------------------------------------
+
+def step_cost_model(method: str, hidden_size: int, batch_size: int, input_size: int = 50, gate_blocks: int = 2) -> dict:
+    """The dominant terms of one step's work and state, counted from the equations (an RHN-like
+    cell: r gate blocks, one slot per unit): floating-point operations (a multiply-add counts 2)
+    and the numbers each method keeps between steps, for B lanes. a = m + n + 1, c = r·n.
+
+        rtrl        H G: 2 n² a c        state n a c          (O(n⁴) time, O(n³) memory per lane)
+        kf-rtrl     H A: 2 n² c          state a + n c        (O(n³), O(n²))
+        ok-r        r H A_i, Gram, rebuild: 2 r n² c + 4 (r+1)² n c     state r (a + n c)
+        kf-avg-k    k H A_i: 2 k n² c    state k (a + n c)
+        uoro        H s̃, θ̃ updates: 2 n c + 6 a c     state n + a c
+        snap-1      4 a c                state a c
+        tbptt-k     forward and backward of the cell: 6 a c    state (the window's graph) ≈ k (a + 3 c)
+    """
+    n, B, r = hidden_size, batch_size, gate_blocks
+    a, c = input_size + n + 1, gate_blocks * n
+    k = int(method.rsplit("-", 1)[1]) if method.rsplit("-", 1)[-1].isdigit() else 1
+    cell = 2 * a * c  # z = x̂ W, shared by every method
+    per_lane = {
+        "rtrl": (2 * n * n * a * c, n * a * c),
+        "kf-rtrl": (2 * n * n * c, a + n * c),
+        "uoro": (2 * n * c + 6 * a * c, n + a * c),
+        "snap-1": (4 * a * c, a * c),
+        "bptt": (6 * a * c, 0),
+    }
+    if method.startswith("ok-"):
+        k = int(method.split("-")[1])
+        flops, state = 2 * k * n * n * c + 4 * (k + 1) ** 2 * n * c, k * (a + n * c)
+    elif method.startswith("kf-avg-"):
+        flops, state = 2 * k * n * n * c, k * (a + n * c)
+    elif method.startswith("tbptt-"):
+        flops, state = 6 * a * c, k * (a + 3 * c)
+    else:
+        flops, state = per_lane[method]
+    return {"method": method, "n": n, "batch": B, "flops": B * (flops + cell), "state_MB": 4 * B * state / 2**20}

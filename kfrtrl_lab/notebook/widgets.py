@@ -126,3 +126,68 @@ def family_explorer(r_options=(1, 2, 4, 8), n_options=(8, 16, 32), lengths=(5, 1
                                            description="estimators"),
     }
     return Explorer(controls, draw)
+
+
+# -- notebook 2 -----------------------------------------------------------------------------------
+
+def kron_step_explorer(seed: int = 0, points: int = 61) -> Explorer:
+    """The variance of one KF step against p while the sizes of the terms change: scale ‖u‖, ‖B‖
+    (= ‖H A‖) and ‖D‖ and watch p* = sqrt(‖B‖/‖u‖)·sqrt(‖x̂‖/‖D‖) move with the minimum."""
+    scales = (0.1, 0.3, 1.0, 3.0, 10.0)
+
+    def draw(scale_u, scale_B, scale_D):
+        curve = ex.variance_vs_p(seed=seed, points=points, scale_u=scale_u, scale_B=scale_B, scale_D=scale_D)
+        fig = figures.variance_vs_p_figure(curve)
+        return fig.update_layout(title=f"One KF step: p* = {curve['p_star']:.3g} "
+                                       f"(‖u‖ ×{scale_u:g}, ‖B‖ ×{scale_B:g}, ‖D‖ ×{scale_D:g})")
+
+    controls = {"scale_u": _slider(scales, 1.0, "‖u‖ ×"), "scale_B": _slider(scales, 1.0, "‖B‖ ×"),
+                "scale_D": _slider(scales, 1.0, "‖D‖ ×")}
+    return Explorer(controls, draw)
+
+
+# -- notebooks 4 and 5 ------------------------------------------------------------------------------
+
+def runs_explorer(summaries: list[dict], metric: str, title: str = "") -> Explorer:
+    """Overlay the chosen configurations (and seeds) of committed run summaries, with the reference
+    of each estimator shown."""
+    from ..results import run_group
+
+    groups = list(dict.fromkeys(run_group(s) for s in summaries))
+    seeds = sorted({s["config"]["seed"] for s in summaries})
+
+    def draw(configurations, seeds, log_steps):
+        chosen = [s for s in summaries if run_group(s) in configurations and s["config"]["seed"] in seeds]
+        return figures.training_figure(chosen or summaries[:1], metric, title=title, log_x=log_steps)
+
+    controls = {
+        "configurations": widgets.SelectMultiple(options=groups, value=tuple(groups), description="runs",
+                                                 layout=widgets.Layout(width="420px", height="120px")),
+        "seeds": widgets.SelectMultiple(options=seeds, value=tuple(seeds), description="seeds"),
+        "log_steps": widgets.Checkbox(value=False, description="log steps"),
+    }
+    return Explorer(controls, draw)
+
+
+# -- notebook 6 -----------------------------------------------------------------------------------
+
+def cost_model_explorer(methods=("rtrl", "kf-rtrl", "ok-16", "kf-avg-16", "uoro", "snap-1", "tbptt-16"),
+                        input_size: int = 50) -> Explorer:
+    """The cost model of :func:`experiments.step_cost_model`: work and state per step of every
+    method for the chosen n and B."""
+    import plotly.graph_objects as go
+
+    def draw(n, batch):
+        rows = [ex.step_cost_model(m, n, batch, input_size) for m in methods]
+        fig = go.Figure()
+        fig.add_trace(go.Bar(x=[r["method"] for r in rows], y=[r["flops"] / 1e9 for r in rows], name="GFLOP per step",
+                             marker_color=[figures.method_color(r["method"]) for r in rows]))
+        fig.add_trace(go.Bar(x=[r["method"] for r in rows], y=[r["state_MB"] for r in rows], name="state (MB)",
+                             marker=dict(color=[figures.method_color(r["method"]) for r in rows], pattern_shape="/")))
+        return fig.update_layout(barmode="group", template="plotly_white", showlegend=True,
+                                 yaxis=dict(type="log", title="GFLOP per step / state MB", exponentformat="power"),
+                                 title=f"Cost model: n={n}, B={batch}, m={input_size}")
+
+    controls = {"n": _slider((32, 64, 128, 256, 512, 1024), 256, "n"),
+                "batch": _slider((1, 8, 16, 32, 64, 128), 32, "B")}
+    return Explorer(controls, draw)
