@@ -180,6 +180,9 @@ class CellStep:
     d: torch.Tensor
     direct: torch.Tensor
     keep: torch.Tensor | None = None  # (L,): 0 for a lane reset before this step (its H_t is 0)
+    #: ∂L_t/∂s_t (L, n_s) when the estimator's caller knows it before the influence update (the
+    #: readout needs only s_t): a method may fold the gradient's contraction into its propagation
+    state_cotangent: torch.Tensor | None = None
 
     @property
     def h(self) -> torch.Tensor:
@@ -232,8 +235,9 @@ class CellStep:
         diagonals.add_(self.x_hat[:, None, :, None, None] * self.d[:, :, None, :, :])
 
     # -- H_t = ∂s_t/∂s_{t-1} ------------------------------------------------------------------
-    def H_dense(self, scale: torch.Tensor | None = None) -> torch.Tensor:
-        """H_t as a dense (L, n_s, n_s) matrix, times a per-lane ``scale`` (L,) if given.
+    def H_dense(self, scale: torch.Tensor | None = None, out: torch.Tensor | None = None) -> torch.Tensor:
+        """H_t as a dense (L, n_s, n_s) matrix, times a per-lane ``scale`` (L,) if given, written into
+        ``out`` (a (L, n_s, n_s) tensor or view) when given.
 
         O(s·r·n²) per lane by broadcast multiply-adds; the scale is folded into the pointwise
         factors (O(s·r·n)), not applied to H afterwards.
@@ -245,18 +249,23 @@ class CellStep:
         if scale is not None:
             d, direct = d * scale[:, None, None, None], direct * scale[:, None, None, None]
         w_t = self.cell.recurrent_blocks_transposed()  # (r, n_out, n_in)
-        H = None if s == 1 else d.new_zeros(L, s, n, s, n)
+        if out is None:
+            out = d.new_empty(L, s * n, s * n) if s == 1 else d.new_zeros(L, s * n, s * n)
+        elif s > 1:
+            out.zero_()
+        H = out.view(L, s, n, s, n)
         for slot in range(s):
-            # rows of slot σ, columns of h_{t-1}: Σ_k diag(d[σ, k]) (W_h^k)ᵀ
-            block = d[:, slot, 0, :, None] * w_t[0]
+            # rows of slot σ, columns of h_{t-1}: Σ_k diag(d[σ, k]) (W_h^k)ᵀ, built in place
+            # (out= is not differentiable: with autograd on, build it apart and copy it in)
+            target = H[:, slot, :, 0, :]
+            block = d[:, slot, 0, :, None] * w_t[0] if torch.is_grad_enabled() else \
+                torch.mul(d[:, slot, 0, :, None], w_t[0], out=target)
             for k in range(1, r):
                 block.addcmul_(d[:, slot, k, :, None], w_t[k])
-            if s == 1:
-                H = block.view(L, 1, n, 1, n)
-            else:
-                H[:, slot, :, 0, :] = block
+            if block is not target:
+                target.copy_(block)
         H.diagonal(dim1=2, dim2=4).add_(direct)  # (L, s, s, n): the per-unit direct partials
-        return H.view(L, s * n, s * n)
+        return out
 
     def H_times(self, v: torch.Tensor) -> torch.Tensor:
         """H_t v for v (L, n_s) as a forward-mode product, never forming H (O(r·n²) per lane).

@@ -166,10 +166,12 @@ class Estimator:
         self._step_counter.add_(1)
         with torch.no_grad():
             step = self.cell.step(x, self.state, keep)
+            # the readout needs only s_t: its gradient is known before the influence update
+            losses, dl_dh, d_readout = self.model.readout_step(step.h, targets, self._lane_weights)
+            step.state_cotangent = dl_ds = self.cell.state_cotangent(dl_dh)
             self._advance(step)
             self.state = step.state
-            losses, dl_dh, d_readout = self.model.readout_step(step.h, targets, self._lane_weights)
-            d_weight = self.recurrent_gradient(self.cell.state_cotangent(dl_dh), per_lane=per_lane)
+            d_weight = self.recurrent_gradient(dl_ds, per_lane=per_lane)
             self._record_finite(step.state, losses, d_weight)
         return losses, d_readout, d_weight
 

@@ -35,15 +35,18 @@ class KFRTRL(Estimator):
     lane_state = ("u", "A_stored", "A_scale")
 
     def _init_influence(self):
-        c = self.cell
+        c, B = self.cell, self.batch_size
+        ns, cols = c.state_size, c.weight.shape[1]
         self.u = self._zeros(c.extended_size)
-        # A reset lane's B_t = (keep·σ H_t) Ā is zero: its first term drops out below (live1 false).
-        self.A_stored = self._zeros(c.state_size, c.weight.shape[1])  # Ā
-        self.A_scale = torch.ones(self.batch_size, device=self.device, dtype=self.dtype)  # σ
-        # B_t is written into a second buffer that swaps roles with Ā every step: a fresh
-        # multi-MB tensor per step would be page-faulted in again whenever the allocator
-        # returned its memory to the system
-        self._spare = torch.empty_like(self.A_stored)
+        # Ā lives in rows :n_s of one of two buffers that swap roles every step (a fresh multi-MB
+        # tensor per step would be page-faulted in again whenever the allocator returned its memory).
+        # Row n_s receives (∂L_t/∂s_t) B_t from the same product: H_t gets one extra row, ∂L_t/∂s_t H_t,
+        # so the gradient's contraction with A_t costs no pass of its own over A.
+        self._buffers = (self._zeros(ns + 1, cols), self._zeros(ns + 1, cols))
+        self.A_stored = self._buffers[0][:, :ns]  # Ā; a reset lane's B_t = (keep·σ H_t) Ā is zero
+        self.A_scale = torch.ones(B, device=self.device, dtype=self.dtype)  # σ
+        self._H = self._zeros(ns + 1, ns)  # [σ H_t; ∂L_t/∂s_t σ H_t]
+        self._grad_row, self._grad_for = None, None  # (∂L_t/∂s_t) A_t, and the ∂L_t/∂s_t it is for
 
     @property
     def kron_factors(self):
@@ -51,9 +54,16 @@ class KFRTRL(Estimator):
         return self.u, self.A_scale[:, None, None] * self.A_stored
 
     def _advance(self, step):
-        u, sigma = self.u, self.A_scale
-        propagated = torch.bmm(step.H_dense(sigma), self.A_stored, out=self._spare)  # B_t = H_t A_{t-1}
-        self._spare = self.A_stored
+        u, sigma, ns = self.u, self.A_scale, self.cell.state_size
+        dl = step.state_cotangent
+        H = step.H_dense(sigma, out=self._H[:, :ns])  # σ_{t-1} H_t
+        if dl is None:
+            self._H[:, ns].zero_()
+        else:
+            torch.bmm(dl[:, None, :], H, out=self._H[:, ns:])
+        target = self._buffers[1] if self.A_stored.data_ptr() == self._buffers[0].data_ptr() else self._buffers[0]
+        out = torch.bmm(self._H, self.A_stored, out=target)
+        propagated, dl_propagated = out[:, :ns], out[:, ns]  # B_t = H_t A_{t-1}, and (∂L_t/∂s_t) B_t
 
         norm_b = propagated.flatten(1).norm(dim=1)
         norm_u = u.norm(dim=1)
@@ -76,9 +86,15 @@ class KFRTRL(Estimator):
         gamma = torch.where(live1, c1 * c2 * p1 / p2, c2 / p2)
         step.add_D(propagated, gamma)
         self.A_stored = propagated
+        if dl is not None:  # (∂L_t/∂s_t) A_t = σ_t ((∂L_t/∂s_t) B_t + γ (∂L_t/∂s_t) D_t)
+            self._grad_row = self.A_scale[:, None] * (dl_propagated + gamma[:, None] * step.D_transpose_times(dl))
+            self._grad_for = dl
 
     def recurrent_gradient(self, dl_ds, per_lane=False):
-        dl_dA = torch.bmm(dl_ds[:, None, :], self.A_stored).squeeze(1) * self.A_scale[:, None]  # (B, r·n)
+        if dl_ds is self._grad_for:
+            dl_dA = self._grad_row
+        else:
+            dl_dA = torch.bmm(dl_ds[:, None, :], self.A_stored).squeeze(1) * self.A_scale[:, None]  # (B, r·n)
         if per_lane:
             return self.u[:, :, None] * dl_dA[:, None, :]
         return self.u.T @ dl_dA
