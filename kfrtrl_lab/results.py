@@ -98,7 +98,9 @@ def _fmt(v) -> str:
         return "–"
     if isinstance(v, tuple):
         return f"{_fmt(v[0])}–{_fmt(v[1])}"
-    return f"{v:.3f}" if isinstance(v, float) else str(v)
+    if isinstance(v, float):
+        return f"{v:g}" if v.is_integer() or abs(v) >= 10 else f"{v:.3f}"
+    return str(v)
 
 
 def comparison_table(summaries: list[dict], task: str) -> str:

@@ -147,8 +147,15 @@ class RunFolder:
 
     def write_summary(self, status: str, wall_s: float, steps: int, extras: dict | None = None,
                       max_points: int = 400) -> dict:
-        """summary.json: the run info plus the curves, thinned to at most ``max_points`` rows
-        (rows marked ``"evaluated"`` are always kept), and ``extras`` (fields of :class:`RunSummary`)."""
+        """summary.json: :meth:`summary`, written."""
+        data = self.summary(status, wall_s, steps, extras, max_points)
+        atomic_write_text(json.dumps(data, indent=1), self.path / SUMMARY)
+        return data
+
+    def summary(self, status: str, wall_s: float, steps: int, extras: dict | None = None,
+                max_points: int = 400) -> dict:
+        """The run info plus the curves, thinned to at most ``max_points`` rows (rows marked
+        ``"evaluated"`` are always kept), and ``extras`` (fields of :class:`RunSummary`)."""
         if status not in STATUSES:
             raise ValueError(f"status must be one of {STATUSES}, got {status!r}")
         rows = self.read_metrics()
@@ -158,9 +165,7 @@ class RunFolder:
         summary = RunSummary(**dataclasses.asdict(self.read_info()), status=status, steps_done=steps,
                              wall_s=round(wall_s, 1), median_steps_per_s=rates[len(rates) // 2] if rates else None,
                              curve=curve, **(extras or {}))
-        data = summary.to_dict()
-        atomic_write_text(json.dumps(data, indent=1), self.path / SUMMARY)
-        return data
+        return summary.to_dict()
 
     def record_eval(self, result: dict) -> dict:
         """Merge ``result`` into the summary's ``final_eval`` (``eval --record``)."""
