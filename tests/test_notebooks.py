@@ -91,7 +91,8 @@ def test_html_report_needs_no_network(tmp_path):
     path = tmp_path / "x.ipynb"
     nbformat.write(nb, path)
     html = to_html(path, tmp_path).read_text()
-    assert (tmp_path / "mathjax" / "MathJax.js").exists()
-    assert 'src="mathjax/MathJax.js' in html
+    assert (tmp_path / "mathjax" / "tex-chtml-full.js").exists()
+    assert 'src="mathjax/tex-chtml-full.js"' in html
     assert not re.findall(r'<script[^>]+src="https?://', html)  # no script from a CDN
+    assert not re.findall(r'import\("https?://', html)  # nor a module imported from one
     assert "Plotly.newPlot" in html and len(html) > 1_000_000  # plotly.js itself is in the page
