@@ -9,7 +9,7 @@ EXTRAS ?= test,notebooks,dev
 STAMP := $(VENV)/.installed
 THREADS ?= 2
 
-.PHONY: test reports bench venv clean
+.PHONY: test reports bench venv clean strip
 
 venv: $(STAMP)
 
@@ -34,6 +34,10 @@ test: $(STAMP)
 # The main job: execute every notebook (PROFILE=quick|full) and render offline HTML into reports/.
 reports: $(STAMP)
 	$(PY) -m kfrtrl_lab.notebook.reports --profile $(PROFILE) --out reports
+
+# Put notebooks/*.ipynb back in their committed form after JupyterLab has opened them.
+strip: $(STAMP)
+	$(PY) -m kfrtrl_lab.notebook.reports --strip
 
 bench: $(STAMP)
 	$(PY) benchmarks/step_cost.py --threads $(THREADS)

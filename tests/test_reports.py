@@ -1,12 +1,15 @@
 """The report machinery: plotly.js once per page, the page's title, widgets and MathJax with no
-CDN, per-cell progress with no kernel warning."""
+CDN, per-cell progress with no kernel warning, and the notebooks' committed form."""
+
+from pathlib import Path
 
 import nbformat
 import plotly.graph_objects as go
 
 from kfrtrl_lab.notebook import figures
-from kfrtrl_lab.notebook.reports import WIDGET_NOTE, execute, to_html
+from kfrtrl_lab.notebook.reports import WIDGET_NOTE, execute, strip, to_html
 
+ROOT = Path(__file__).resolve().parents[1]
 PLOTLY_JS = 3_000_000  # plotly.min.js is ~4.8 MB; a figure without it is a few kB
 
 
@@ -77,3 +80,35 @@ def test_execute_reports_every_cell_and_no_kernel_warning(tmp_path, capfd):
     assert all(line.startswith(f"  [ {i}/3]") for i, line in enumerate(lines, 1))
     assert nbformat.read(out, as_version=4).cells[-1].execution_count == 3
     assert "TCP" not in capfd.readouterr().err  # IPC transport: ipykernel has nothing to warn about
+
+
+# --- the committed form of the notebooks --------------------------------------------------------
+
+def test_strip_removes_what_jupyterlab_adds_and_names_it():
+    path = ROOT / "notebooks" / "03_variance_uoro_vs_kf.ipynb"
+    clean = nbformat.read(path, as_version=4)
+    nb = nbformat.read(path, as_version=4)
+    # what JupyterLab's save wrote in the ui-check, plus widget state and cell state
+    nb.metadata["kernelspec"]["display_name"] = "Python 3 (ipykernel)"
+    nb.metadata["language_info"].update(version="3.11.7", mimetype="text/x-python", file_extension=".py")
+    nb.metadata["widgets"] = {"application/vnd.jupyter.widget-state+json": {}}
+    code = next(i for i, c in enumerate(nb.cells) if c.cell_type == "code")
+    nb.cells[code].metadata["execution"] = {"iopub.status.busy": "2026-01-01"}
+    nb.cells[code].metadata["scrolled"] = True
+    nb.cells[code].outputs = [nbformat.v4.new_output("stream", text="hi")]
+    nb.cells[code].execution_count = 4
+    removed = strip(nb)
+    cell_id = nb.cells[code].id
+    for expected in ("notebook metadata 'widgets'", "notebook metadata 'kernelspec'", "'language_info'",
+                     f"cell {code} (id {cell_id}, 'profile: str", "metadata 'execution'", "metadata 'scrolled'",
+                     "outputs", "execution_count"):
+        assert any(expected in line for line in removed), expected
+    assert nb == clean and strip(nb) == []
+
+
+def test_strip_leaves_a_clean_file_byte_for_byte(tmp_path):
+    for path in (ROOT / "notebooks").glob("[0-9][0-9]_*.ipynb"):
+        nb = nbformat.read(path, as_version=4)
+        if not strip(nb):  # the clean ones (the committed-form test names any other)
+            nbformat.write(nb, tmp_path / path.name)
+            assert (tmp_path / path.name).read_bytes() == path.read_bytes(), path.name

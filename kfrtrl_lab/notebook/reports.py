@@ -5,6 +5,9 @@ papermill into ``reports/`` and renders each to HTML that needs no network: plot
 embedded once per page (the notebooks use plotly's offline renderer), MathJax 3 with its fonts
 is copied next to the pages, and the widget manager that nbconvert would load from a CDN is left
 out (a static page has no kernel for the controls to talk to).
+
+``python -m kfrtrl_lab.notebook.reports --strip`` puts the committed notebooks back in their
+clean form after JupyterLab has opened them (see :func:`strip`).
 """
 
 from __future__ import annotations
@@ -129,13 +132,70 @@ def to_html(executed: Path, out_dir: Path) -> Path:
     return target
 
 
+# The committed form of a notebook (what strip() leaves): JupyterLab, papermill and nbval add
+# the rest (language_info details, widget state, execution timings, scroll state, outputs).
+KERNELSPEC = {"display_name": "Python 3", "language": "python", "name": "python3"}
+CELL_METADATA = {"tags"}
+
+
+def strip(nb) -> list[str]:
+    """Reduce ``nb`` in place to its committed form: no outputs or execution counts, notebook
+    metadata only the kernelspec above and the language's name, cell metadata only tags.
+    Returns what was removed, one line naming the cell or key each (empty: it was clean)."""
+    removed = []
+    for key in sorted(set(nb.metadata) - {"kernelspec", "language_info"}):
+        removed.append(f"notebook metadata {key!r}")
+        del nb.metadata[key]
+    if nb.metadata.get("kernelspec") != KERNELSPEC:
+        removed.append(f"notebook metadata 'kernelspec' = {nb.metadata.get('kernelspec')}")
+        nb.metadata["kernelspec"] = dict(KERNELSPEC)
+    if nb.metadata.get("language_info") != {"name": "python"}:
+        removed.append(f"notebook metadata 'language_info' = {nb.metadata.get('language_info')}")
+        nb.metadata["language_info"] = {"name": "python"}
+    for i, cell in enumerate(nb.cells):
+        where = f"cell {i} (id {cell.get('id', '?')}, {cell.source.strip()[:30]!r})"
+        for key in sorted(set(cell.metadata) - CELL_METADATA):
+            removed.append(f"{where}: metadata {key!r}")
+            del cell.metadata[key]
+        if "tags" in cell.metadata and not cell.metadata["tags"]:
+            removed.append(f"{where}: metadata 'tags' (empty)")
+            del cell.metadata["tags"]
+        if cell.cell_type == "code":
+            if cell.outputs:
+                removed.append(f"{where}: outputs")
+                cell.outputs = []
+            if cell.execution_count is not None:
+                removed.append(f"{where}: execution_count")
+                cell.execution_count = None
+    return removed
+
+
+def strip_files(paths) -> int:
+    """Rewrite each notebook that is not in its committed form; returns how many were."""
+    import nbformat
+
+    dirty = 0
+    for path in paths:
+        nb = nbformat.read(path, as_version=4)
+        removed = strip(nb)
+        if removed:
+            dirty += 1
+            nbformat.write(nb, path)
+            print(f"{path.name}: stripped " + "; ".join(removed))
+    return dirty
+
+
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--profile", choices=PROFILES, default="quick")
     p.add_argument("--out", default=str(ROOT / "reports"))
     p.add_argument("--only", nargs="*", help="notebook name prefixes to run (e.g. 01 03)")
+    p.add_argument("--strip", action="store_true", help="put notebooks/*.ipynb back in their committed form")
     args = p.parse_args(argv)
     chosen = [nb for nb in notebooks() if not args.only or any(nb.name.startswith(o) for o in args.only)]
+    if args.strip:
+        print(f"{strip_files(chosen)} of {len(chosen)} notebooks needed stripping")
+        return 0
     # the kernels import this checkout's package, whichever copy of it is installed
     os.environ["PYTHONPATH"] = os.pathsep.join([str(ROOT)] + [p for p in [os.environ.get("PYTHONPATH")] if p])
     out = Path(args.out)
