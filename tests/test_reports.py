@@ -1,10 +1,14 @@
 """The report machinery: plotly.js once per page, the page's title, widgets and MathJax with no
-CDN, per-cell progress with no kernel warning, and the notebooks' committed form."""
+CDN, per-cell progress with no kernel warning, the notebooks' committed form, and the real-browser
+check catching planted failures (those tests need Chromium, and skip, saying so, without it)."""
 
+import shutil
 from pathlib import Path
 
 import nbformat
 import plotly.graph_objects as go
+import plotly.io as pio
+import pytest
 
 from kfrtrl_lab.notebook import figures
 from kfrtrl_lab.notebook.reports import WIDGET_NOTE, execute, strip, to_html
@@ -112,3 +116,104 @@ def test_strip_leaves_a_clean_file_byte_for_byte(tmp_path):
         if not strip(nb):  # the clean ones (the committed-form test names any other)
             nbformat.write(nb, tmp_path / path.name)
             assert (tmp_path / path.name).read_bytes() == path.read_bytes(), path.name
+
+
+# --- the real-browser check ---------------------------------------------------------------------
+
+@pytest.fixture(scope="module")
+def browser():
+    pytest.importorskip("playwright", reason="pip install playwright (the test extra)")
+    from playwright.sync_api import sync_playwright
+
+    from kfrtrl_lab.notebook.browser import chromium, launch
+
+    try:
+        chromium()
+    except SystemExit as e:
+        pytest.skip(str(e))
+    with sync_playwright() as p:
+        b = launch(p)
+        yield b
+        b.close()
+
+
+def page(folder: Path, name: str, body: str) -> Path:
+    path = folder / f"{name}.html"
+    path.write_text(f"<!DOCTYPE html><html><head><meta charset='utf-8'><title>{name}</title></head>"
+                    f"<body>{body}</body></html>")
+    return path
+
+
+def figure_page(folder: Path, name: str, fig) -> Path:
+    # plotly.js as a file beside the page keeps the planted pages small
+    shutil.copy(Path(pio.__file__).parents[1] / "package_data" / "plotly.min.js", folder)
+    path = folder / f"{name}.html"
+    path.write_text(pio.to_html(fig, include_plotlyjs="directory"))
+    return path
+
+
+def test_browser_check_passes_a_real_report_page(tmp_path, browser):
+    from kfrtrl_lab.notebook.browser import check_page
+
+    html = to_html(report_notebook(tmp_path), tmp_path)
+    problems, seen = check_page(browser, html)
+    assert problems == []
+    assert seen["formulas"] == 1 and [f["traces"] for f in seen["figures"]] == [1, 1, 1]
+    assert html.with_suffix(".png").stat().st_size > 10_000  # the screenshot beside the page
+
+
+@pytest.mark.parametrize("planted, expected", [
+    ("<p>x</p><script>console.error('planted failure')</script>", "console error: planted failure"),
+    ("<script>undefined_function()</script>", "uncaught exception"),
+    ('<img src="http://example.com/a.png">', "request outside the page's folder: http://example.com/a.png"),
+    ('<script src="https://unpkg.com/x/embed-amd.js"></script>', "request outside the page's folder: https://unpkg"),
+    ('<img src="../elsewhere.png">', "request outside the page's folder: file://"),
+    ('<link rel="stylesheet" href="missing.css">', "failed to load file://"),
+])
+def test_browser_check_catches_planted_page_failures(tmp_path, browser, planted, expected):
+    from kfrtrl_lab.notebook.browser import check_page
+
+    problems, _ = check_page(browser, page(tmp_path, "planted", planted), screenshot=False)
+    assert any(p.startswith(expected) for p in problems), problems
+
+
+def test_browser_check_catches_empty_and_undrawn_figures(tmp_path, browser):
+    from kfrtrl_lab.notebook.browser import check_page
+
+    good = figure_page(tmp_path, "good", go.Figure([go.Scatter(x=[1, 2], y=[1, 2], name="a"),
+                                                    go.Bar(x=[1, 2], y=[2, 1], name="b")]))
+    assert check_page(browser, good, screenshot=False)[0] == []
+    cases = {
+        "empty": (go.Figure([go.Scatter(x=[1, 2], y=[1, 2], name="data"), go.Scatter(x=[], y=[], name="nothing")]),
+                  "no points drawn for 'nothing'"),
+        "one_point_line": (go.Figure(go.Scatter(x=[400], y=[4.4], mode="lines", name="fresh")),
+                           "no points drawn for 'fresh'"),
+        "log_of_negative": (go.Figure(go.Scatter(x=[1, 2], y=[-1, 0], name="neg"), layout={"yaxis_type": "log"}),
+                            "no points drawn for 'neg'"),
+    }
+    for name, (fig, expected) in cases.items():
+        problems, _ = check_page(browser, figure_page(tmp_path, name, fig), screenshot=False)
+        assert any(expected in p for p in problems), (name, problems)
+    # a figure whose plotly.js never came: not drawn (and the page's own error besides)
+    undrawn = page(tmp_path, "undrawn", '<div id="f" class="plotly-graph-div"></div>'
+                                        '<script>Plotly.newPlot("f", [{"y": [1, 2]}])</script>')
+    problems, _ = check_page(browser, undrawn, screenshot=False)
+    assert any("was not drawn" in p for p in problems) and any("uncaught exception" in p for p in problems)
+
+
+def test_browser_check_catches_math_errors_missing_fonts_and_size(tmp_path, browser):
+    from kfrtrl_lab.notebook.browser import check_page
+
+    bad_tex = to_html(report_notebook(tmp_path, markdown=r"# T" "\n\n" r"$\undefinedmacro x$", n_figures=1,
+                                      widget=False), tmp_path)
+    problems, _ = check_page(browser, bad_tex, screenshot=False)
+    assert any(p.startswith("MathJax error: Undefined control sequence") for p in problems), problems
+
+    # the fonts of the local MathJax: delete the one an italic x needs, as a short copy would
+    (tmp_path / "mathjax" / "output" / "chtml" / "fonts" / "woff-v2" / "MathJax_Math-Italic.woff").unlink()
+    no_font = to_html(report_notebook(tmp_path, markdown="# T\n\n$x$", n_figures=1, widget=False), tmp_path)
+    problems, _ = check_page(browser, no_font, screenshot=False)
+    assert any(p.startswith("failed to load file://") and "MathJax_Math-Italic.woff" in p for p in problems), problems
+
+    problems, _ = check_page(browser, no_font, max_mb=0.5, screenshot=False)
+    assert any(p.startswith("page is 4.") and "limit 0.5 MB" in p for p in problems), problems
