@@ -9,7 +9,7 @@ EXTRAS ?= test,notebooks,dev
 STAMP := $(VENV)/.installed
 THREADS ?= 2
 
-.PHONY: test reports bench venv clean
+.PHONY: test reports bench venv clean chromium browser-check ui-check strip
 
 venv: $(STAMP)
 
@@ -25,15 +25,39 @@ SHARED_PTB := $(wildcard ../shared/data/ptb/ptb.char.train.txt)
 export KFRTRL_PTB_DIR ?= $(if $(SHARED_PTB),$(abspath ../shared/data/ptb),)
 
 # Unit tests, then every notebook in the quick profile under papermill (into reports/), then
-# nbval re-executes them and compares the tagged claim cells: the reports must reproduce.
-test: $(STAMP)
+# nbval re-executes them and compares the tagged claim cells: the reports must reproduce. Then
+# the pages are opened in headless Chromium as a reader would (browser-check), and notebook 3 is
+# run and its slider moved in JupyterLab as a user would (ui-check).
+test: $(STAMP) chromium
 	$(PY) -m pytest -q
 	$(PY) -m kfrtrl_lab.notebook.reports --profile quick --out reports
 	$(PY) -m pytest -q -p no:cacheprovider --nbval-lax reports/*.ipynb
+	$(PY) -m kfrtrl_lab.notebook.browser reports
+	$(PY) -m kfrtrl_lab.notebook.ui_check
 
 # The main job: execute every notebook (PROFILE=quick|full) and render offline HTML into reports/.
 reports: $(STAMP)
 	$(PY) -m kfrtrl_lab.notebook.reports --profile $(PROFILE) --out reports
+
+# Debian's Chromium for the browser checks, installed when missing (as root; KFRTRL_CHROMIUM
+# names another binary instead).
+chromium:
+	@test -n "$$KFRTRL_CHROMIUM" || command -v chromium >/dev/null || command -v chromium-browser >/dev/null || \
+	  if [ "$$(id -u)" = 0 ]; then \
+	    apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q chromium; \
+	  else echo "The browser checks need Chromium: as root, apt-get install -y chromium" >&2; exit 1; fi
+
+# Every reports/*.html in headless Chromium with the network off; screenshots to reports/*.png.
+browser-check: $(STAMP) chromium
+	$(PY) -m kfrtrl_lab.notebook.browser reports
+
+# JupyterLab on 127.0.0.1 (a temporary copy of notebooks/): run notebook 3, move its n slider.
+ui-check: $(STAMP) chromium
+	$(PY) -m kfrtrl_lab.notebook.ui_check
+
+# Put notebooks/*.ipynb back in their committed form after JupyterLab has opened them.
+strip: $(STAMP)
+	$(PY) -m kfrtrl_lab.notebook.reports --strip
 
 bench: $(STAMP)
 	$(PY) benchmarks/step_cost.py --threads $(THREADS)

@@ -9,7 +9,7 @@ import pytest
 
 from kfrtrl_lab.notebook import experiments as ex
 from kfrtrl_lab.notebook import figures
-from kfrtrl_lab.notebook.reports import notebooks, to_html
+from kfrtrl_lab.notebook.reports import notebooks, strip, to_html
 
 ROOT = Path(__file__).resolve().parents[1]
 NOTEBOOKS = notebooks(ROOT / "notebooks")
@@ -22,8 +22,9 @@ def test_the_sequence_is_complete():
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.name)
 def test_notebook_is_committed_clean_and_parameterised(path):
     nb = nbformat.read(path, as_version=4)
+    dirty = strip(nbformat.read(path, as_version=4))  # outputs, counts, metadata JupyterLab adds
+    assert not dirty, "run `make strip` before committing; " + "; ".join(dirty)
     code = [c for c in nb.cells if c.cell_type == "code"]
-    assert all(not c.outputs and c.execution_count is None for c in code), "strip outputs before committing"
     params = [c for c in code if "parameters" in c.metadata.get("tags", [])]
     assert len(params) == 1
     lines = [line for line in params[0].source.splitlines() if line.strip()]
@@ -120,9 +121,10 @@ def test_html_report_needs_no_network(tmp_path):
     path = tmp_path / "x.ipynb"
     nbformat.write(nb, path)
     html = to_html(path, tmp_path).read_text()
-    assert (tmp_path / "mathjax" / "MathJax.js").exists()
-    assert 'src="mathjax/MathJax.js' in html
+    assert (tmp_path / "mathjax" / "tex-chtml-full.js").exists()
+    assert 'src="mathjax/tex-chtml-full.js"' in html
     assert not re.findall(r'<script[^>]+src="https?://', html)  # no script from a CDN
+    assert not re.findall(r'import\("https?://', html)  # nor a module imported from one
     assert "Plotly.newPlot" in html and len(html) > 1_000_000  # plotly.js itself is in the page
 
 

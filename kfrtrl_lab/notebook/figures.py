@@ -11,16 +11,22 @@ from ..results import group_by_configuration, references_for, seed_band
 
 class OfflineRenderer(MimetypeRenderer):
     """Notebook output that works with no network: plotly.js is embedded in the first figure of
-    the session (plotly's own notebook renderer links MathJax from a CDN), plus plotly's JSON
-    mimetype, which JupyterLab renders natively."""
+    the session only (so a page carries it once; plotly's own notebook renderer links MathJax
+    from a CDN), plus plotly's JSON mimetype, which JupyterLab renders natively."""
 
     def __init__(self):
-        self.plotlyjs_sent = False
+        # plotly shallow-copies a renderer before each use, so a flag set on the copy would be
+        # lost (and plotly.js embedded in every figure): the copies share this dict instead
+        self.sent = {"plotlyjs": False}
+
+    @property
+    def plotlyjs_sent(self) -> bool:
+        return self.sent["plotlyjs"]
 
     def to_mimebundle(self, fig_dict):
         html = pio.to_html(fig_dict, include_plotlyjs=not self.plotlyjs_sent, include_mathjax=False,
                            full_html=False, default_width="100%", default_height=480, validate=False)
-        self.plotlyjs_sent = True
+        self.sent["plotlyjs"] = True
         return {"text/html": html,
                 "application/vnd.plotly.v1+json": {"data": fig_dict.get("data", []),
                                                    "layout": fig_dict.get("layout", {})}}
