@@ -152,10 +152,12 @@ def error_split_figure(rows: list[dict], title: str | None = None) -> go.Figure:
                    _axis("relative error (share of ‖g‖²)", values, log=True))
 
 
-def training_figure(summaries: list[dict], metric: str, title: str | None = None, log_x: bool = False) -> go.Figure:
+def training_figure(summaries: list[dict], metric: str, title: str | None = None, log_x: bool = False,
+                    references: bool = True) -> go.Figure:
     """``metric`` against steps: one median line and a min–max band per configuration over its seeds
-    (a single seed: its line), and the reference of every estimator present — a marker (with the
-    range of the source's runs) named after its estimator and source."""
+    (a single seed: its line), and (``references``) the reference of every estimator present — a
+    marker (with the range of the source's runs) named after its estimator and source, or a dotted
+    line for a final value given without a step."""
     fig = go.Figure()
     groups = group_by_configuration(summaries)
     for name, runs in groups.items():
@@ -175,8 +177,9 @@ def training_figure(summaries: list[dict], metric: str, title: str | None = None
                                  name=f"{name}: range over {seeds}", hoverinfo="skip"))
         fig.add_trace(go.Scatter(x=xs, y=[b["median"] for b in band], mode="lines", name=f"{name}: median",
                                  line=dict(color=color, dash=method_dash(method))))
-    tasks = {s["config"]["task"] for s in summaries}
+    tasks = {s["config"]["task"] for s in summaries} if references else set()
     methods = {s["config"]["method"] for s in summaries}
+    all_steps = [r["step"] for s in summaries for r in s["curve"]]
     for task in tasks:
         for ref in references_for(task, metric, methods):
             if ref.points:
@@ -188,11 +191,10 @@ def training_figure(summaries: list[dict], metric: str, title: str | None = None
                                          marker=dict(size=10, color="black", symbol="diamond"),
                                          error_y=dict(type="data", symmetric=False, array=[h - m for h, m in zip(hi, mid)],
                                                       arrayminus=[m - lo_ for m, lo_ in zip(mid, lo)])))
-            if ref.final is not None:
-                fig.add_hline(y=ref.final, line=dict(color="black", dash="dot", width=1))
-                fig.add_trace(go.Scatter(x=[None], y=[None], mode="lines", name=f"{ref.label}: {ref.final:g}",
+            if ref.final is not None and all_steps:
+                fig.add_trace(go.Scatter(x=[min(all_steps), max(all_steps)], y=[ref.final, ref.final], mode="lines",
+                                         name=f"{ref.label}: {ref.final:g}",
                                          line=dict(color="black", dash="dot", width=1)))
-    all_steps = [r["step"] for s in summaries for r in s["curve"]]
     return _layout(fig, title or f"{label(metric)} against steps", _axis("step", all_steps, log=log_x),
                    _axis(metric))
 

@@ -21,6 +21,8 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[2]
+#: set while papermill runs a notebook for a static report (see widgets.Explorer)
+STATIC_REPORT = "KFRTRL_STATIC_REPORT"
 PROFILES = ("quick", "full")
 MB = 1024 * 1024
 
@@ -74,12 +76,22 @@ def execute(notebook: Path, out_dir: Path, profile: str = "quick", progress=prin
                  f"{first[:70]}{' …' if len(first) > 70 else ''}{'' if status == 'ok' else '  <- ' + status}")
 
     hooks = {"on_notebook_start": notebook_start, "on_cell_start": cell_start, "on_cell_executed": cell_executed}
-    papermill.execute_notebook(str(notebook), str(target), parameters={"profile": profile, **parameters},
-                               cwd=str(notebook.parent), kernel_name="python3", progress_bar=False,
-                               # IPC sockets instead of TCP: nothing for other users of the machine
-                               # to listen to, and ipykernel has no unencrypted-TCP warning to print
-                               config=Config({"KernelManager": {"transport": "ipc"}}),
-                               **(hooks if progress else {}))
+    # the kernel inherits this: explorers then also show their first figure as a plain output,
+    # which is what a static page can show (widgets.STATIC_REPORT)
+    previous = os.environ.get(STATIC_REPORT)
+    os.environ[STATIC_REPORT] = "1"
+    try:
+        papermill.execute_notebook(str(notebook), str(target), parameters={"profile": profile, **parameters},
+                                   cwd=str(notebook.parent), kernel_name="python3", progress_bar=False,
+                                   # IPC sockets instead of TCP: nothing for other users of the machine
+                                   # to listen to, and ipykernel has no unencrypted-TCP warning to print
+                                   config=Config({"KernelManager": {"transport": "ipc"}}),
+                                   **(hooks if progress else {}))
+    finally:
+        if previous is None:
+            os.environ.pop(STATIC_REPORT, None)
+        else:
+            os.environ[STATIC_REPORT] = previous
     return target
 
 

@@ -130,8 +130,8 @@ def errors_shown(page) -> list[str]:
 
 def drag_n_slider(page) -> tuple[str, str, str, str]:
     """Drag the explorer's "n" handle past the end of its track (its last value) with the mouse;
-    returns n and the figure's title before and after (the initial figure is the cell's result,
-    a redrawn one appears in the output widget under the controls)."""
+    returns n and the figure's title before and after (the explorer's figure is an output of its
+    cell with a display id, which the redraw replaces in place)."""
     from playwright.sync_api import TimeoutError as PlaywrightTimeout
 
     slider = page.locator(".widget-slider").filter(has=page.locator(".widget-label", has_text=re.compile("^n$")))
@@ -152,8 +152,11 @@ def drag_n_slider(page) -> tuple[str, str, str, str]:
     except PlaywrightTimeout:
         return before_n, before_n, before_title, ""
     after_n = readout.inner_text().strip()
-    redrawn = page.locator(".widget-output .js-plotly-plot .gtitle", has_text=f"n={after_n},")
+    figures = page.locator(".jp-Cell").filter(has=slider).locator(".js-plotly-plot .gtitle")
+    redrawn = figures.filter(has_text=f"n={after_n},")
     redrawn.wait_for(timeout=120_000)
+    if figures.count() != 1:  # replaced in place: no stale copy of the first figure stays below
+        return before_n, after_n, before_title, f"{figures.count()} figures in the cell"
     return before_n, after_n, before_title, redrawn.first.text_content()
 
 

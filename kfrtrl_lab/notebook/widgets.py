@@ -2,15 +2,19 @@
 widgets a test can move) and its ``figure`` (the figure for the current setting), so a test drives
 it without a kernel.
 
-In a notebook, ``display(explorer)`` shows the controls and then the figure under a display id;
-every change recomputes the figure and replaces that output in place (no stale copy below). The
-sliders report only on release (``continuous_update=False``), so dragging does not queue a
-recomputation per position, and a status line says when a recomputation is running and how long
-the last one took.
+In a notebook, ``display(explorer)`` shows the controls and, under them, an Output widget holding
+the figure; every change recomputes the figure and replaces the widget's content (its ``outputs``
+state: in JupyterLab only a widget can redraw after the cell has run, and setting the state
+captures nothing, so a headless run cannot stall on it). The sliders report only on release
+(``continuous_update=False``), so dragging does not queue a recomputation per position, and a
+status line says when a recomputation is running and how long the last one took. A static report
+(executed with ``reports.STATIC_REPORT`` set) cannot show widgets: there the first figure is also
+displayed as a plain output.
 """
 
 from __future__ import annotations
 
+import os
 import time
 from typing import Callable
 
@@ -28,12 +32,12 @@ class Explorer:
         self.controls = controls
         self._draw = draw
         self.status = widgets.HTML()
-        self._handle = None
+        self.output = widgets.Output()
         for control in controls.values():
             if hasattr(control, "continuous_update"):
                 control.continuous_update = False
             control.observe(self.update, names="value")
-        self.widget = (layout or _default_layout)(controls, self.status)
+        self.widget = widgets.VBox([(layout or _default_layout)(controls, self.status), self.output])
         self.seconds = 0.0
         self.figure = self._compute()
 
@@ -50,20 +54,32 @@ class Explorer:
         """Recompute the figure for the controls' values and replace the displayed one."""
         self.status.value = "<i>computing…</i>"
         self.figure = self._compute()
-        if self._handle is not None:
-            self._handle.update(self.figure)
+        self._show()
         self.status.value = f"<small>recomputed in {self.seconds:.1f} s</small>"
         return self.figure
+
+    def _show(self) -> None:
+        """Put the figure into the Output widget (nothing to do without a running kernel)."""
+        from IPython import get_ipython
+        if get_ipython() is not None:
+            # the figure's own mime bundle (IPython's formatter would display a plotly figure
+            # itself, as a plain output above the widget, and return nothing)
+            data = self.figure._repr_mimebundle_()
+            self.output.outputs = ({"output_type": "display_data", "data": data, "metadata": {}},)
 
     def _ipython_display_(self):
         from IPython.display import display
 
+        from .reports import STATIC_REPORT
+
+        self._show()
         bundle = self.widget._repr_mimebundle_()
         # what a static report shows in place of the live controls
         bundle["text/plain"] = (f"[controls: {', '.join(self.controls)} — live in a running notebook; "
                                 f"this page shows the figure for the first setting]")
         display(bundle, raw=True)
-        self._handle = display(self.figure, display_id=True)
+        if os.environ.get(STATIC_REPORT):
+            display(self.figure)
 
 
 def _default_layout(controls, status):
