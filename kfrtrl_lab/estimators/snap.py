@@ -32,11 +32,21 @@ class SnAp1(Estimator):
         blocks = step.per_column(step.H_unit_blocks())  # (B, s, s, r·n): H^j for each column's unit j
         D = step.D_per_column()  # (B, s, r·n)
         J, s = self.J, self.cell.slots
-        new = [sum(blocks[:, i, o, None, :] * J[:, o] for o in range(s)) for i in range(s)]
-        self.J = torch.stack(new, dim=1).addcmul_(step.x_hat[:, None, :, None], D[:, :, None, :])
+        if s == 1:  # in place: two passes over J, no fresh |θ|-sized tensor per step
+            J.mul_(blocks[:, 0, 0, None, None, :])
+        else:  # J[σ] ← Σ_τ H^j[σ, τ] J[τ]: the old slots are read before any is written
+            old = J.clone()
+            for slot in range(s):
+                torch.mul(blocks[:, slot, 0, None, :], old[:, 0], out=J[:, slot])
+                for other in range(1, s):
+                    J[:, slot].addcmul_(blocks[:, slot, other, None, :], old[:, other])
+        J.addcmul_(step.x_hat[:, None, :, None], D[:, :, None, :])
 
     def recurrent_gradient(self, dl_ds, per_lane=False):
         L, s = self.batch_size, self.cell.slots
         g = self.cell.per_column(dl_ds.view(L, s, -1))  # (B, s, r·n): ∂L/∂s of each column's unit
-        per = (g[:, :, None, :] * self.J).sum(dim=1)
-        return per if per_lane else per.sum(dim=0)
+        if per_lane:
+            return (g[:, :, None, :] * self.J).sum(dim=1)
+        # Σ over lanes and slots at once (a 3-D product reduces several times faster than a 4-D one)
+        a, c = self.J.shape[2:]
+        return (self.J.view(L * s, a, c) * g.reshape(L * s, 1, c)).sum(dim=0)
