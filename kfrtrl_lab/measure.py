@@ -34,9 +34,16 @@ def loglog_slope(xs, ys) -> float:
 
 
 def state_bytes(est) -> int:
-    """Bytes of the tensors an estimator keeps between steps: the cell state, the influence
-    estimate and any work buffers it reuses."""
-    return sum(v.numel() * v.element_size() for v in vars(est).values() if isinstance(v, torch.Tensor))
+    """Bytes of the memory an estimator keeps between steps: the cell state, the influence estimate
+    and any work buffers it reuses (held directly or in a tuple or list; each storage counted once,
+    so a view into a buffer adds nothing)."""
+    storages = {}
+    for value in vars(est).values():
+        for t in value if isinstance(value, (tuple, list)) else (value,):
+            if isinstance(t, torch.Tensor):
+                storage = t.untyped_storage()
+                storages[storage.data_ptr()] = storage.nbytes()
+    return sum(storages.values())
 
 
 def sync(device) -> None:

@@ -48,8 +48,11 @@ def stream_key(seed: int, stream: int) -> int:
 
 def hash_bits(key: int | torch.Tensor, counter: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
     """32 pseudo-random bits for every entry of ``index`` (int64) at step ``counter`` of the stream
-    with ``key`` (:func:`stream_key`; an int64 tensor of keys broadcasts, e.g. one per lane)."""
-    return _mix(_mix((counter & _MASK) ^ key) ^ (index & _MASK))
+    with ``key`` (:func:`stream_key`; an int64 tensor of keys broadcasts, e.g. one per lane).
+
+    The counter is mixed before it meets the key: combined linearly (key ^ counter), two streams
+    whose keys differ in a few low bits would be the same sequence shifted by that difference."""
+    return _mix(_mix(_mix(counter & _MASK) ^ key) ^ (index & _MASK))
 
 
 class CounterRandom:

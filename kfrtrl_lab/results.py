@@ -64,11 +64,24 @@ def value_at(summary: dict, metric: str, step: int):
 
 
 def run_group(summary: dict) -> str:
-    """What distinguishes a configuration apart from its seed: "ok-16-official n=128 B=16 clip 16"."""
+    """What distinguishes a configuration apart from its seed: "ok-16-official n=128 B=16 clip 16",
+    plus every other setting that differs from the defaults (lr, update_every, the PTB layouts)."""
     c = summary["config"]
     cell = "" if c.get("cell", "rhn") == "rhn" else f" {c['cell']}"
     clip = f" clip {c['clip']:g}" if c.get("clip") is not None else " no clip"
-    return f"{c['method']}{cell} n={c['hidden']} B={c['batch']}{clip}"
+    other = []
+    if abs(c.get("lr", 10**-3.5) - 10**-3.5) > 1e-9:
+        other.append(f"lr {c['lr']:.3g}")
+    if c.get("update_every", 1) != 1:
+        other.append(f"update every {c['update_every']}")
+    if c["task"] == "ptb":
+        if c.get("reset_every", 100) != 100:
+            other.append(f"reset every {c['reset_every']}")
+        if c.get("stream_layout", "contiguous") != "contiguous":
+            other.append(c["stream_layout"])
+        if c.get("tokens", "plain") != "plain":
+            other.append(f"{c['tokens']} tokens")
+    return f"{c['method']}{cell} n={c['hidden']} B={c['batch']}{clip}" + "".join(f", {o}" for o in other)
 
 
 def group_by_configuration(summaries: list[dict]) -> dict[str, list[dict]]:
@@ -107,7 +120,10 @@ def comparison_table(summaries: list[dict], task: str) -> str:
     """Markdown: one row per configuration (seeds aggregated: median and range over the seeds) with
     the metric at the reference steps, then the reference rows of the estimators present."""
     runs = [s for s in summaries if s["config"]["task"] == task]
-    metric = next(r.metric for r in REFERENCES if r.task == task)
+    metric = next((r.metric for r in REFERENCES if r.task == task), None)
+    if metric is None:
+        raise ValueError(f"no reference numbers for task {task!r}; tasks with references: "
+                         f"{sorted({r.task for r in REFERENCES})}")
     refs = references_for(task, metric, {s["config"]["method"] for s in runs})
     steps = sorted({step for ref in REFERENCES if ref.task == task for step in ref.points})
     head = ["run", "seeds", *[f"{metric} @ {s // 1000}k" for s in steps], "steps done", "steps/s", "wall h", "device"]

@@ -33,9 +33,8 @@ class Stepper:
         self.weight = model.cell.weight
         self.eager = eager or est.flushes_at_sequence_end
         device = model.cell.weight.device
-        self.graphs = (not self.eager and device.type == "cuda" and est.capturable
-                       and not hasattr(est, "truncation"))
-        self._graph = None
+        self.graphs = not self.eager and device.type == "cuda" and est.capturable
+        self._graph, self._captured = None, None
 
     @property
     def mode(self) -> str:
@@ -59,13 +58,15 @@ class Stepper:
         est = self.est
         x, y, starts = self.task.next()
         if starts.any():
-            if est.flushes_at_sequence_end:  # full BPTT: the sequences that end here give the update
-                est.flush()
-                if est.gradient_ready:
-                    self._update()
             est.reset(starts)
         self.p.loss_sum += self.task.observe(est.step(x, y))
         self._count()
+        if est.flushes_at_sequence_end and self.task.sequences_end():
+            # full BPTT: the sequences end with this step; their gradient gives the update, and the
+            # run can be saved here (no window open)
+            est.flush()
+            if est.gradient_ready:
+                self._update()
 
     def _count(self) -> None:
         p = self.p
@@ -75,6 +76,11 @@ class Stepper:
         if self.est.gradient_ready and not self.est.flushes_at_sequence_end and p.since_update >= self.config.update_every:
             self._update()
 
+    @property
+    def savable(self) -> bool:
+        """A checkpoint here resumes exactly: no BPTT window open, no gradient waiting for Adam."""
+        return self.est.resumable and self.p.since_update == 0
+
     # -- a chunk ----------------------------------------------------------------------------
     def run(self, steps: int) -> None:
         """``steps`` more steps; raises NonFiniteError (naming the first bad step) at the end of the
@@ -83,8 +89,10 @@ class Stepper:
             for _ in range(steps):
                 self._eager_step()
             return
-        if self.graphs and self.config.update_every <= GRAPH_STEPS and GRAPH_STEPS % self.config.update_every == 0:
-            while steps >= GRAPH_STEPS and self.p.since_update == 0:
+        if self.graphs and GRAPH_STEPS % self.config.update_every == 0 and self.p.since_update == 0:
+            if self._graph is None and steps >= self._warm_up_steps + GRAPH_STEPS:
+                steps -= self._capture()
+            while self._graph is not None and steps >= GRAPH_STEPS:
                 self._replay()
                 steps -= GRAPH_STEPS
         for _ in range(steps):
@@ -92,52 +100,64 @@ class Stepper:
         self.est.check_finite()
 
     # -- CUDA graphs --------------------------------------------------------------------------
+    @property
+    def _warm_up_steps(self) -> int:
+        return self.config.update_every * math.ceil(3 / self.config.update_every)
+
     def _replay(self) -> None:
-        if self._graph is None:
-            self._graph = self._capture()
+        # steps run outside the graph since its last replay rebound some tensors: the graph reads
+        # the buffers it was captured with, so the current values go there first
+        _commit(self.est, self._captured[0])
+        _commit(self.task, self._captured[1])
+        for name, tensor in self._captured[2].items():
+            setattr(self.est, name, tensor)
         self._graph.replay()
         # the captured steps advance the device state; the host's counters follow here
         self.est.steps += GRAPH_STEPS
         self.p.step += GRAPH_STEPS
         self.p.loss_count += GRAPH_STEPS
 
-    def _capture(self):
-        """Capture GRAPH_STEPS fast steps (updates included) into one CUDA graph. Before capture a
-        few real steps run on a side stream (CUDA's rule, and they create .grad and Adam's state);
-        inside it, every persistent tensor that a step rebinds is copied back into the buffer it had
-        when capture began, so that each replay starts from where the last one ended."""
+    def _capture(self) -> int:
+        """Capture GRAPH_STEPS fast steps (updates included) into one CUDA graph; returns the real
+        steps run first. Those warm-up steps run on a side stream (CUDA's rule; they also create
+        .grad and Adam's state); inside the capture, every persistent tensor that a step rebinds is
+        copied back into the buffer it had when capture began, so that each replay starts from where
+        the last one ended."""
+        warm_up = self._warm_up_steps
         side = torch.cuda.Stream()
         side.wait_stream(torch.cuda.current_stream())
         with torch.cuda.stream(side):
-            for _ in range(self.config.update_every * math.ceil(3 / self.config.update_every)):
+            for _ in range(warm_up):
                 self._fast_step()
         torch.cuda.current_stream().wait_stream(side)
         self.est.check_finite()
-        persistent, scratch = _tensors(self.est), _scratch(self.est)
-        task_state = _tensors(self.task)
+        self._captured = (_tensors(self.est), _tensors(self.task), _scratch(self.est))
         host = (self.est.steps, self.p.step, self.p.since_update, self.p.loss_count)
         graph = torch.cuda.CUDAGraph()
         with torch.cuda.graph(graph):
             for _ in range(GRAPH_STEPS):
                 self._fast_step()
-            _commit(self.est, persistent)
-            _commit(self.task, task_state)
-        for name, tensor in scratch.items():
+            _commit(self.est, self._captured[0])
+            _commit(self.task, self._captured[1])
+        for name, tensor in self._captured[2].items():
             setattr(self.est, name, tensor)
         self.est.steps, self.p.step, self.p.since_update, self.p.loss_count = host  # capture ran nothing
-        return graph
+        self._graph = graph
+        return warm_up
 
 
 def _tensors(obj) -> dict:
-    """The tensor attributes of an object that hold its state between steps."""
-    names = getattr(obj, "state_names", ()) + ("_keep", "_bad_step", "_bad_lanes", "_step_counter")
-    found = {name: getattr(obj, name) for name in names if isinstance(getattr(obj, name, None), torch.Tensor)}
-    if not names or obj.__class__.__name__.endswith("Task"):
+    """The tensor attributes that hold an estimator's or a task's state between steps."""
+    from .tasks import Task
+
+    if isinstance(obj, Task):
         found = {k: v for k, v in vars(obj).items() if isinstance(v, torch.Tensor)}
         stream = getattr(obj, "stream", None)  # the PTB task keeps its position in its stream
         if stream is not None:
             found.update({f"stream.{k}": v for k, v in vars(stream).items() if isinstance(v, torch.Tensor)})
-    return found
+        return found
+    names = obj.state_names + ("_keep", "_bad_step", "_bad_lanes", "_step_counter")
+    return {name: getattr(obj, name) for name in names if isinstance(getattr(obj, name, None), torch.Tensor)}
 
 
 def _scratch(est) -> dict:

@@ -202,7 +202,7 @@ def train(config: RunConfig, out: str | os.PathLike, resume: bool = False, progr
     with _StopFlag() as stop, run.metrics.open("a") as log, _bar(config, p.step, progress, stepper.mode) as bar:
         while p.step < config.steps:
             # a chunk runs to the next line of the log, evaluation or stop; past a stop, step by step
-            # until a BPTT window closes (a run is saved between windows)
+            # until the run can be saved exactly (a BPTT window closed, Adam's step taken)
             wanted = stop.requested or p.step >= end
             chunk = 1 if wanted else _next_boundary(p.step, config, task, end) - p.step
             before = p.step
@@ -223,7 +223,7 @@ def train(config: RunConfig, out: str | os.PathLike, resume: bool = False, progr
                 log.flush()
                 bar.set_postfix({k: v for k, v in row.items() if k not in ("step", "wall_s", "evaluated")},
                                 refresh=False)
-            if est.resumable:
+            if stepper.savable:  # stops and checkpoints wait for a point that resumes exactly
                 if stop.requested or p.step >= end:
                     status = "interrupted" if stop.requested else status
                     break

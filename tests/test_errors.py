@@ -86,7 +86,7 @@ def test_non_finite_state_names_the_step(model, method):
     x[3, 1, 0] = float("nan")  # enters the state at step 4 (1-based), in lane 1
     for t in range(3):
         est.step(x[t], y[t])
-    with pytest.raises(kl.NonFiniteError, match=r"non-finite hidden state h_t at step 4 in lanes \[1\]"):
+    with pytest.raises(kl.NonFiniteError, match=r"non-finite state s_t at step 4 in lanes \[1\]"):
         est.step(x[3], y[3])
 
 

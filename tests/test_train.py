@@ -151,7 +151,7 @@ def test_compare_reads_summaries_against_the_reference(tmp_path, capsys):
     assert value_at(s, "t_max", 100_000) is None  # the run never got there
     assert main(["compare", str(tmp_path / "run" / "summary.json")]) == 0
     table = capsys.readouterr().out
-    assert "| kf-rtrl n=8 B=4 clip 1 | 3 |" in table
+    assert "| kf-rtrl n=8 B=4 clip 1, lr 0.01 | 3 |" in table
     # a curve is compared with its own estimator's reference only: KF-RTRL has no log, only the paper's text
     assert "reference: KF-RTRL, KF-RTRL paper's text" in table and "OK-16" not in table
     seeds = []
@@ -160,7 +160,7 @@ def test_compare_reads_summaries_against_the_reference(tmp_path, capsys):
         seeds.append(str(tmp_path / f"ok{seed}" / "summary.json"))
     assert main(["compare", *seeds]) == 0
     table = capsys.readouterr().out
-    assert "| ok-16-official n=8 B=4 clip 1 | 3, 4 |" in table  # the seeds are one row
+    assert "| ok-16-official n=8 B=4 clip 1, lr 0.01 | 3, 4 |" in table  # the seeds are one row
     assert "| reference: OK-16 (official scaling), official OK code logs, 5 runs | | 4 | 11–12 | 15–17 |" in table
     (tmp_path / "bad.json").write_text("{}")
     assert main(["compare", str(tmp_path / "bad.json")]) == 2
@@ -312,3 +312,19 @@ def test_summary_has_one_schema_and_ptb_runs_record_their_sample(tmp_path):
     (tmp_path / "bad.json").write_text(json.dumps(bad))
     with pytest.raises(ValueError, match="extra_field"):
         load_summary(tmp_path / "bad.json")
+
+
+@pytest.mark.parametrize("method, update_every", [("rtrl", 3), ("bptt", 1)])
+def test_resume_is_exact_when_gradients_wait_for_an_update(tmp_path, method, update_every):
+    """A stop waits for a point that resumes exactly: Adam's step taken (update_every > 1 keeps a
+    gradient in .grad between updates, which a checkpoint does not hold), and for full BPTT a
+    sequence end (it can be stopped and resumed at all)."""
+    config = small(method=method, update_every=update_every, steps=150, hidden=6)
+    train(config, tmp_path / "full", progress=False)
+    stopped = train(config, tmp_path / "split", progress=False, stop_after=40)
+    assert stopped["status"] == "stopped" and 40 <= stopped["steps_done"] < 150
+    train(config, tmp_path / "split", resume=True, progress=False)
+    a = torch.load(tmp_path / "full" / "checkpoint.pt", weights_only=False)["model"]
+    b = torch.load(tmp_path / "split" / "checkpoint.pt", weights_only=False)["model"]
+    for k in a:
+        assert torch.equal(a[k], b[k]), k

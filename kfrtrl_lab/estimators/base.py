@@ -192,14 +192,14 @@ class Estimator:
         if not any(bad):
             return
         what, step = min(((w, s) for w, s in zip(
-            ("hidden state h_t", "loss", "recurrent gradient estimate (influence state)"), bad) if s),
+            ("state s_t", "loss", "recurrent gradient estimate (influence state)"), bad) if s),
             key=lambda pair: pair[1])
         lanes = self._bad_lanes.nonzero().flatten().tolist()[:10]
         where = f" in lanes {lanes}" if lanes else ""
         offset = self.steps - int(self._step_counter)  # the host count of steps names the step
         raise NonFiniteError(
             f"{self.name}: non-finite {what} at step {step + offset}{where}; the run has diverged "
-            f"(lower the learning rate or clip gradients). That step did not touch .grad.", step=step + offset)
+            f"(lower the learning rate or clip gradients)", step=step + offset)
 
     @property
     def resumable(self) -> bool:

@@ -43,6 +43,11 @@ class Task:
     def observe(self, losses_nats: torch.Tensor) -> float:
         raise NotImplementedError
 
+    def sequences_end(self) -> bool:
+        """True when the step just taken ended every lane's sequence (only asked, with a read-back,
+        of tasks whose lanes start together, by full BPTT)."""
+        return False
+
     def metrics(self) -> dict:
         """Task-specific numbers for the metrics line (e.g. the curriculum's T_max)."""
         return {}

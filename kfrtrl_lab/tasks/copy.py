@@ -112,6 +112,9 @@ class CopyTask(Task):
         self.position.add_(1)
         return self._eye[x_tok], y_tok, starts
 
+    def sequences_end(self) -> bool:
+        return bool((self.position == 2 * self.length + 2).all())
+
     def observe(self, losses_nats: torch.Tensor) -> torch.Tensor:
         """Feed one step's per-lane losses (nats) to the curriculum; returns the batch loss in bits
         (a 0-dim device tensor: nothing is read back)."""

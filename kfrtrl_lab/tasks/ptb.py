@@ -62,10 +62,11 @@ class PTBStream:
         if len(ids) and not 0 <= int(ids.min()) <= int(ids.max()) < vocab_size:
             raise ValueError(f"token ids must lie in [0, {vocab_size})")
         self.layout, self.vocab_size, self.reset_every, self.dtype = layout, vocab_size, reset_every, dtype
-        self.data = stream_batches(ids, batch_size).to(device)  # checks the batch size in both layouts
+        blocks = stream_batches(ids, batch_size)  # checks the batch size in both layouts (a view of ids)
+        self.data = blocks.to(device) if layout == "contiguous" else blocks
         if self.data.shape[1] < 2:
             raise ValueError(f"{len(ids)} tokens give streams of length {self.data.shape[1]}; need at least 2")
-        device = self.data.device
+        device = torch.device(device) if device is not None else ids.device
         if layout == "staggered":
             self.text = ids.to(device)
             self._offsets = torch.arange(batch_size, device=device) * (len(ids) // batch_size)
@@ -226,6 +227,10 @@ class PTBTask(Task):
 
     def next(self):
         return next(self.stream)
+
+    def sequences_end(self) -> bool:
+        stream = self.stream  # contiguous layout: the next step resets every lane
+        return stream.layout == "contiguous" and stream.reset_every is not None and stream.t % stream.reset_every == 0
 
     def observe(self, losses_nats: torch.Tensor) -> torch.Tensor:
         """Training loss of the step in bits per character (a 0-dim device tensor)."""
