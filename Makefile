@@ -45,7 +45,7 @@ chromium:
 	@test -n "$$KFRTRL_CHROMIUM" || command -v chromium >/dev/null || command -v chromium-browser >/dev/null || \
 	  if [ "$$(id -u)" = 0 ]; then \
 	    apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q chromium; \
-	  else echo "The browser checks need Chromium: as root, apt-get install -y chromium" >&2; exit 1; fi
+	  else echo "The browser checks need Chromium (as root: apt-get install -y chromium); without it they are skipped" >&2; fi
 
 # Every reports/*.html in headless Chromium with the network off; screenshots to reports/*.png.
 browser-check: $(STAMP) chromium

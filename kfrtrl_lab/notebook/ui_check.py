@@ -240,6 +240,10 @@ def main(argv=None) -> int:
     p.add_argument("--out", default=str(ROOT / "reports"), help="where the screenshot goes")
     p.add_argument("--keep", action="store_true", help="keep the temporary workspace and JupyterLab's log")
     args = p.parse_args(argv)
+    from .browser import skip_without_chromium
+
+    if skip_without_chromium("ui-check"):
+        return 0
     problems = check(Path(args.out), args.profile, args.keep)
     for problem in problems:
         print(f"FAIL {problem}")
