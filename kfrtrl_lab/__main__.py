@@ -22,9 +22,24 @@ from pathlib import Path
 from .estimators import METHODS
 from .runs import RunFolder
 from .tasks import TASKS
-from .train import Diverged, RunConfig, load_model, train
+from .train import Diverged, RunConfig, load_model, train, train_seeds
 
 EXIT_ERROR, EXIT_DIVERGED, EXIT_INTERRUPTED = 2, 3, 130
+
+
+def _seed_list(text: str) -> list[int]:
+    """'0-4' -> [0, 1, 2, 3, 4]; '0,2,7' -> [0, 2, 7]."""
+    try:
+        if "-" in text.strip("-"):
+            low, high = (int(v) for v in text.split("-"))
+            seeds = list(range(low, high + 1))
+        else:
+            seeds = [int(v) for v in text.split(",")]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"seeds must look like 0-4 or 0,2,7, got {text!r}") from None
+    if not seeds or len(set(seeds)) != len(seeds):
+        raise argparse.ArgumentTypeError(f"seeds must be distinct and at least one, got {text!r}")
+    return seeds
 
 
 def _optional(convert):
@@ -68,6 +83,8 @@ def parser() -> argparse.ArgumentParser:
     _add_config_options(t)
     t.add_argument("--out", required=True, help="run folder (run.json, metrics.jsonl, checkpoint.pt, summary.json)")
     t.add_argument("--resume", action="store_true", help="continue the run in --out from its checkpoint")
+    t.add_argument("--seeds", type=_seed_list, default=None,
+                   help="several seeds in one process, e.g. 0-4 or 0,2,7: a run each in OUT/seed-<s> (replaces --seed)")
     t.add_argument("--stop-after", type=int, default=None, help="stop (resumably) after this many total steps")
     t.add_argument("--no-progress", action="store_true", help="no progress bar")
 
@@ -109,21 +126,28 @@ def main(argv=None) -> int:
 def _train(args) -> int:
     given = {f.name: getattr(args, f.name) for f in dataclasses.fields(RunConfig) if hasattr(args, f.name)}
     if args.resume:
-        saved = RunFolder(args.out).load_checkpoint(map_location="cpu")["config"]
+        first = Path(args.out) / f"seed-{args.seeds[0]}" if args.seeds else Path(args.out)
+        saved = RunFolder(first).load_checkpoint(map_location="cpu")["config"]
         if saved["task"] != args.task:
             raise ValueError(f"--resume: {args.out} holds a {saved['task']} run, not {args.task}")
         given = {**saved, **given}
     config = RunConfig(**{**given, "task": args.task})
     try:
-        summary = train(config, args.out, resume=args.resume, progress=not args.no_progress,
-                        stop_after=args.stop_after)
+        if args.seeds:
+            summaries = train_seeds(config, args.seeds, args.out, resume=args.resume, progress=not args.no_progress,
+                                    stop_after=args.stop_after)
+        else:
+            summaries = [train(config, args.out, resume=args.resume, progress=not args.no_progress,
+                               stop_after=args.stop_after)]
     except Diverged as err:
         print(f"error: {err}", file=sys.stderr)
         return EXIT_DIVERGED
-    last = summary["curve"][-1] if summary["curve"] else {}
-    print(json.dumps({"status": summary["status"], "steps": summary["steps_done"], "wall_s": summary["wall_s"],
-                      **{k: v for k, v in last.items() if k not in ("step", "evaluated")}}))
-    if summary["status"] == "interrupted":
+    for summary in summaries:
+        last = summary["curve"][-1] if summary["curve"] else {}
+        print(json.dumps({"seed": summary["config"]["seed"], "status": summary["status"],
+                          "steps": summary["steps_done"], "wall_s": summary["wall_s"],
+                          **{k: v for k, v in last.items() if k not in ("step", "evaluated")}}))
+    if any(s["status"] == "interrupted" for s in summaries):
         print(f"interrupted; continue with: python -m kfrtrl_lab train {args.task} --out {args.out} --resume",
               file=sys.stderr)
         return EXIT_INTERRUPTED

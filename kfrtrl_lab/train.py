@@ -180,69 +180,115 @@ def train(config: RunConfig, out: str | os.PathLike, resume: bool = False, progr
     ``stop_after`` ends the run early after that many total steps as if interrupted (for tests
     and for splitting a long run); the checkpoint allows ``resume`` later.
     """
-    run = RunFolder(out)
-    if config.threads is not None:
-        torch.set_num_threads(config.threads)
-    # Influences that decay over long sequences reach float32's subnormal range, where a CPU computes
-    # up to 100x slower; values below 1e-38 change nothing here, so they are flushed to zero.
-    torch.set_flush_denormal(True)
-    model, opt, est, task = build(config)
-    p = _restore(run, config, model, opt, est, task) if resume else _start(run, config, est.device)
-    stepper = Stepper(config, model, opt, est, task, p, eager=config.eager)
-    t0 = time.perf_counter()
-
-    def save():
-        run.save_checkpoint({"config": dataclasses.asdict(config), "model": model.state_dict(),
-                             "optimizer": opt.state_dict(), "estimator": est.state_dict(),
-                             "task": task.state_dict(), **dataclasses.asdict(p),
-                             "elapsed": p.elapsed + time.perf_counter() - t0})
-
-    end = config.steps if stop_after is None else min(config.steps, stop_after)
-    status, failure, last_save, last_log = "finished", None, t0, (t0, p.step)
-    with _StopFlag() as stop, run.metrics.open("a") as log, _bar(config, p.step, progress, stepper.mode) as bar:
-        while p.step < config.steps:
-            # a chunk runs to the next line of the log, evaluation or stop; past a stop, step by step
-            # until the run can be saved exactly (a BPTT window closed, Adam's step taken)
-            wanted = stop.requested or p.step >= end
-            chunk = 1 if wanted else _next_boundary(p.step, config, task, end) - p.step
-            before = p.step
-            try:
-                stepper.run(chunk)
-            except NonFiniteError as err:
-                status, failure = "diverged", err
-                log.write(_json({"step": err.step, "diverged": str(err)}))
-                break
-            bar.update(p.step - before)
-            evaluate = task.evaluates and (p.step % config.eval_every == 0 or p.step == config.steps)
-            if p.step % config.log_every == 0 or p.step == config.steps or evaluate:
-                row = _metrics_row(p, task, last_log, p.elapsed + time.perf_counter() - t0)
-                if evaluate:
-                    row.update(task.evaluate(model, "valid", batch_size=config.eval_batch), evaluated=True)
-                last_log = (time.perf_counter(), p.step)
-                log.write(_json(row))
-                log.flush()
-                bar.set_postfix({k: v for k, v in row.items() if k not in ("step", "wall_s", "evaluated")},
-                                refresh=False)
-            if stepper.savable:  # stops and checkpoints wait for a point that resumes exactly
-                if stop.requested or p.step >= end:
-                    status = "interrupted" if stop.requested else status
-                    break
-                if time.perf_counter() - last_save > 60 * config.checkpoint_minutes:
-                    save()
-                    last_save = time.perf_counter()
-        if status != "diverged":
-            if not est.resumable:  # finished inside a window: write its gradient, keep the state
-                est.flush()
-            save()
-    if status == "finished" and p.step < config.steps:
-        status = "stopped"
-    extras = task.finish(model) if status == "finished" else {}
-    summary = run.write_summary(status, wall_s=p.elapsed + time.perf_counter() - t0, steps=p.step, extras=extras)
-    if failure is not None:
-        where = run.checkpoint if run.checkpoint.exists() else "none yet"
-        raise Diverged(f"run diverged at step {failure.step}: {str(failure).rstrip('.')}. The last good checkpoint "
-                       f"({where}) was kept.")
+    (summary,) = _drive([Run(config, out, resume, stop_after)], progress)
     return summary
+
+
+def train_seeds(config: RunConfig, seeds, out: str | os.PathLike, resume: bool = False, progress: bool = True,
+                stop_after: int | None = None) -> list[dict]:
+    """Several seeds of one configuration in one process, each a run of its own in ``out/seed-<s>``
+    (its own folder, checkpoint and summary), advanced chunk by chunk in turn: on a GPU each replays
+    its own CUDA graph, so the seeds share the process instead of queueing for the device."""
+    runs = [Run(dataclasses.replace(config, seed=seed), Path(out) / f"seed-{seed}", resume, stop_after)
+            for seed in seeds]
+    return _drive(runs, progress)
+
+
+class Run:
+    """One run in its folder: the model, optimiser, estimator, task and stepper of a configuration,
+    the run's progress, and the decisions of its loop (chunk lengths, log lines, checkpoints, stop)."""
+
+    def __init__(self, config: RunConfig, out, resume: bool, stop_after: int | None):
+        if config.threads is not None:
+            torch.set_num_threads(config.threads)
+        # Influences that decay over long sequences reach float32's subnormal range, where a CPU
+        # computes up to 100x slower; values below 1e-38 change nothing here, so they are flushed to zero.
+        torch.set_flush_denormal(True)
+        self.config, self.folder = config, RunFolder(out)
+        self.model, self.opt, self.est, self.task = build(config)
+        self.p = (_restore(self.folder, config, self.model, self.opt, self.est, self.task) if resume
+                  else _start(self.folder, config, self.est.device))
+        self.stepper = Stepper(config, self.model, self.opt, self.est, self.task, self.p, eager=config.eager)
+        self.end = config.steps if stop_after is None else min(config.steps, stop_after)
+        self.t0 = self.last_save = time.perf_counter()
+        self.last_log = (self.t0, self.p.step)
+        self.status, self.failure, self.last_row = "finished", None, {}
+        self.log = self.folder.metrics.open("a")
+
+    def step(self, stop_requested: bool) -> bool:
+        """Run one chunk — to the next line of the log, evaluation or stop; past a stop, step by
+        step until the run can be saved exactly (a BPTT window closed, Adam's step taken) — then log,
+        checkpoint or stop. Returns True when the run is over."""
+        p, config, task = self.p, self.config, self.task
+        wanted = stop_requested or p.step >= self.end
+        try:
+            self.stepper.run(1 if wanted else _next_boundary(p.step, config, task, self.end) - p.step)
+        except NonFiniteError as err:
+            self.status, self.failure = "diverged", err
+            self.log.write(_json({"step": err.step, "diverged": str(err)}))
+            return True
+        evaluate = task.evaluates and (p.step % config.eval_every == 0 or p.step == config.steps)
+        if p.step % config.log_every == 0 or p.step == config.steps or evaluate:
+            row = _metrics_row(p, task, self.last_log, self.wall_s)
+            if evaluate:
+                row.update(task.evaluate(self.model, "valid", batch_size=config.eval_batch), evaluated=True)
+            self.last_log, self.last_row = (time.perf_counter(), p.step), row
+            self.log.write(_json(row))
+            self.log.flush()
+        if self.stepper.savable:  # stops and checkpoints wait for a point that resumes exactly
+            if stop_requested or p.step >= self.end:
+                self.status = "interrupted" if stop_requested else self.status
+                return True
+            if time.perf_counter() - self.last_save > 60 * config.checkpoint_minutes:
+                self.save()
+                self.last_save = time.perf_counter()
+        return p.step >= config.steps
+
+    @property
+    def wall_s(self) -> float:
+        return self.p.elapsed + time.perf_counter() - self.t0
+
+    def save(self) -> None:
+        m = self
+        self.folder.save_checkpoint({"config": dataclasses.asdict(m.config), "model": m.model.state_dict(),
+                                     "optimizer": m.opt.state_dict(), "estimator": m.est.state_dict(),
+                                     "task": m.task.state_dict(), **dataclasses.asdict(m.p), "elapsed": m.wall_s})
+
+    def close(self) -> dict:
+        """The last checkpoint (not for a diverged run: the last good one stays) and the summary."""
+        self.log.close()
+        if self.status != "diverged":
+            if not self.est.resumable:  # finished inside a window: write its gradient, keep the state
+                self.est.flush()
+            self.save()
+        if self.status == "finished" and self.p.step < self.config.steps:
+            self.status = "stopped"
+        extras = self.task.finish(self.model) if self.status == "finished" else {}
+        return self.folder.write_summary(self.status, wall_s=self.wall_s, steps=self.p.step, extras=extras)
+
+
+def _drive(runs: list[Run], progress: bool) -> list[dict]:
+    """Advance the runs chunk by chunk in turn until each is over; their summaries. A diverged run
+    raises Diverged (after every run has written its summary)."""
+    first = runs[0]
+    with _StopFlag() as stop, _bar(first.config, first.p.step, progress, first.stepper.mode) as bar:
+        active = list(runs)
+        while active:
+            for run in list(active):
+                before = run.p.step
+                if run.step(stop.requested):
+                    active.remove(run)
+                if run is first:
+                    bar.update(run.p.step - before)
+                    bar.set_postfix({k: v for k, v in run.last_row.items() if k not in ("step", "wall_s", "evaluated")},
+                                    refresh=False)
+    summaries = [run.close() for run in runs]
+    for run in runs:
+        if run.failure is not None:
+            where = run.folder.checkpoint if run.folder.checkpoint.exists() else "none yet"
+            raise Diverged(f"run diverged at step {run.failure.step}: {str(run.failure).rstrip('.')}. The last good "
+                           f"checkpoint ({where}) was kept.")
+    return summaries
 
 
 def _next_boundary(step: int, config: RunConfig, task, end: int) -> int:

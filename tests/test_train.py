@@ -328,3 +328,20 @@ def test_resume_is_exact_when_gradients_wait_for_an_update(tmp_path, method, upd
     b = torch.load(tmp_path / "split" / "checkpoint.pt", weights_only=False)["model"]
     for k in a:
         assert torch.equal(a[k], b[k]), k
+
+
+def test_several_seeds_in_one_process_are_the_separate_runs(tmp_path, capsys):
+    rc = main(["train", "copy", "--method", "kf-rtrl", "--hidden", "8", "--batch", "4", "--steps", "120",
+               "--lr", "0.01", "--log-every", "40", "--seeds", "3-4", "--out", str(tmp_path / "pop"), "--no-progress"])
+    assert rc == 0
+    lines = [json.loads(line) for line in capsys.readouterr().out.strip().splitlines()]
+    assert [line["seed"] for line in lines] == [3, 4]
+    for seed in (3, 4):
+        alone = train(small(steps=120, log_every=40, seed=seed), tmp_path / f"alone-{seed}", progress=False)
+        together = json.loads((tmp_path / "pop" / f"seed-{seed}" / "summary.json").read_text())
+        assert together["config"]["seed"] == seed and together["status"] == "finished"
+        a = torch.load(tmp_path / "pop" / f"seed-{seed}" / "checkpoint.pt", weights_only=False)["model"]
+        b = torch.load(tmp_path / f"alone-{seed}" / "checkpoint.pt", weights_only=False)["model"]
+        assert all(torch.equal(a[k], b[k]) for k in a)
+    with pytest.raises(SystemExit):  # argparse refuses it
+        main(["train", "copy", "--seeds", "4-3x", "--out", str(tmp_path / "bad")])
