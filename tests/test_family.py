@@ -162,3 +162,16 @@ def test_one_ok_step_has_the_closed_form_error(scaling, r):
     assert check["v_min"] <= check["v_code"] * (1 + 1e-12)
     if r == 1 and scaling == "official":  # the official scaling's error at r = 1 is exactly ‖T‖²
         assert check["measured"] == pytest.approx(check["target_norm2"], rel=1e-9)
+
+
+def test_ok_stays_exact_in_float32_where_gram_schmidt_would_not():
+    """With r ≥ a the target's u side is always rank-deficient (r + 1 vectors in R^a): the official
+    code's Gram–Schmidt loop loses exactness there in float32 (relative errors 1.5–4.6, algorithms.md
+    5a). Householder on the u side and a clamped eigendecomposition of M's Gram keep OK-r at float32
+    rounding over a whole sequence with resets."""
+    model = make_model("rhn", m=2, n=5, k=3, seed=4, dtype=torch.float32)
+    x, y = make_sequence(model, 23, batch=4, seed=5)
+    r = model.cell.extended_size + 2
+    g_ok, _, _ = run_lanes(f"ok-{r}-official", model, x, y, RESETS)
+    exact = run_lanes("rtrl", make_model("rhn", m=2, n=5, k=3, seed=4), x.double(), y, RESETS)[0]
+    assert rel_err(g_ok.double(), exact) <= 1e-4

@@ -151,3 +151,10 @@ def test_the_other_explorers_answer_their_controls():
     overlay.controls["seeds"].value = (1,)
     assert [t.name for t in overlay.figure.data if "uoro" in t.name] == ["uoro n=8 B=4 clip 1 (seed 1)"]
     assert not any("kf-rtrl n=8" in t.name for t in overlay.figure.data)
+
+
+def test_log_axes_label_decades_or_the_data_not_minor_digits():
+    rows = [{"method": "kf-rtrl", "n": n, "T": 5, "relative_variance": v} for n, v in ((8, 0.5), (16, 3.0), (32, 40.0))]
+    fig = figures.variance_figure(rows, x="n")
+    assert list(fig.layout.xaxis.tickvals) == [8, 16, 32]  # less than a decade: the data's own values
+    assert fig.layout.yaxis.dtick == 1  # two decades: powers of ten
