@@ -63,6 +63,16 @@ def value_at(summary: dict, metric: str, step: int):
     return rows[-1][metric]
 
 
+def late_mean(summary: dict, metric: str, fraction: float = 0.1) -> float:
+    """Mean of the metric over the last ``fraction`` of the logged lines: one line's per-step loss
+    is too noisy to judge a run by."""
+    rows = [r[metric] for r in summary["curve"] if metric in r]
+    if not rows:
+        raise ValueError(f"the run logged no {metric!r}")
+    tail = rows[-max(1, round(len(rows) * fraction)):]
+    return sum(tail) / len(tail)
+
+
 def run_group(summary: dict) -> str:
     """What distinguishes a configuration apart from its seed: "ok-16-official n=128 B=16 clip 16",
     plus every other setting that differs from the defaults (lr, update_every, the PTB layouts)."""

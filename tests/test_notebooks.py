@@ -106,6 +106,9 @@ def test_training_and_cost_figures():
     rows = [{"method": "a", "n": n, "ms_per_step": n**3} for n in (8, 16, 32)]
     assert "slope 3.00" in figures.cost_figure(rows).data[0].name
     assert figures.method_color("tbptt-1") != figures.method_color("tbptt-16")
+    assert figures.method_color("ok-r") != figures.method_color("kf-avg-r")  # families drawn side by side
+    close = figures.cost_figure([{"method": "a", "n": n, "ms_per_step": v} for n, v in ((8, 0.78), (16, 0.80), (32, 0.95))])
+    assert list(close.layout.yaxis.tickvals) == [0.78, 0.95]  # labels 3% apart would print over each other
 
 
 def test_html_report_needs_no_network(tmp_path):

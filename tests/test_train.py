@@ -144,11 +144,12 @@ def test_ptb_training_resumes_exactly_and_evaluates(tmp_path, capsys):
 
 def test_compare_reads_summaries_against_the_reference(tmp_path, capsys):
     train(small(steps=40, log_every=10), tmp_path / "run", progress=False)
-    from kfrtrl_lab.results import load_summary, value_at
+    from kfrtrl_lab.results import late_mean, load_summary, value_at
 
     s = load_summary(tmp_path / "run" / "summary.json")
     assert value_at(s, "t_max", 25) == [r for r in s["curve"] if r["step"] == 20][0]["t_max"]
     assert value_at(s, "t_max", 100_000) is None  # the run never got there
+    assert late_mean(s, "loss_bits", fraction=0.5) == sum(r["loss_bits"] for r in s["curve"][-2:]) / 2
     assert main(["compare", str(tmp_path / "run" / "summary.json")]) == 0
     table = capsys.readouterr().out
     assert "| kf-rtrl n=8 B=4 clip 1, lr 0.01 | 3 |" in table

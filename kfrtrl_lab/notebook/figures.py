@@ -41,7 +41,8 @@ def use_offline_renderer() -> None:
 #: readable axis titles for the fields the experiments return
 LABELS = {
     "t_max": "T_max reached by the curriculum", "valid_bpc": "validation bits per character",
-    "loss_bits": "training loss (bits per step)", "ms_per_step": "time per step (ms)",
+    "loss_bits": "training loss (bits per step)",
+    "ema_bits": "curriculum's average loss (bits)", "ms_per_step": "time per step (ms)",
     "state_MB": "estimator state (MB)", "peak_MB": "peak memory per step (MB)", "n": "hidden size n",
     "T": "sequence length T", "r": "rank r (Kronecker pairs per lane)", "step": "time steps",
     "relative_variance": "relative error E‖ĝ − g‖² / ‖g‖²", "bias2": "bias² ‖Eĝ − g‖² / ‖g‖²",
@@ -67,8 +68,9 @@ def method_color(method: str) -> str:
     for prefix, shades in _FAMILIES.items():
         rest = method[len(prefix):]
         digits = "".join(ch for ch in rest.split("-")[0] if ch.isdigit())
-        if method.startswith(prefix) and digits:
-            return shades[min(int(digits).bit_length() - 1, len(shades) - 1)]
+        if method.startswith(prefix):
+            # a family as a whole ("ok-r", "kf-avg-k") takes its middle shade
+            return shades[min(int(digits).bit_length() - 1, len(shades) - 1)] if digits else shades[len(shades) // 2]
     return "#8c564b"
 
 
@@ -86,7 +88,11 @@ def _axis(field: str, values=(), log: bool = False) -> dict:
         if values and values[-1] / values[0] >= 10:
             axis["dtick"] = 1
         elif values and len(values) <= 8:
-            axis.update(tickvals=values, ticktext=[f"{v:.3g}" for v in values])
+            ticks = [values[0]]
+            for v in values[1:]:
+                if v / ticks[-1] >= 1.08:  # closer labels print over each other
+                    ticks.append(v)
+            axis.update(tickvals=ticks, ticktext=[f"{v:.3g}" for v in ticks])
     return axis
 
 

@@ -164,7 +164,7 @@ def kron_step_explorer(seed: int = 0, points: int = 61) -> Explorer:
 
 # -- notebooks 4 and 5 ------------------------------------------------------------------------------
 
-def runs_explorer(summaries: list[dict], metric: str, title: str = "") -> Explorer:
+def runs_explorer(summaries: list[dict], metric: str, title: str = "", log_steps: bool = False) -> Explorer:
     """Overlay the chosen configurations (and seeds) of committed run summaries, with the reference
     of each estimator shown."""
     from ..results import run_group
@@ -180,7 +180,7 @@ def runs_explorer(summaries: list[dict], metric: str, title: str = "") -> Explor
         "configurations": widgets.SelectMultiple(options=groups, value=tuple(groups), description="runs",
                                                  layout=widgets.Layout(width="420px", height="120px")),
         "seeds": widgets.SelectMultiple(options=seeds, value=tuple(seeds), description="seeds"),
-        "log_steps": widgets.Checkbox(value=False, description="log steps"),
+        "log_steps": widgets.Checkbox(value=log_steps, description="log steps"),
     }
     return Explorer(controls, draw)
 
