@@ -148,7 +148,8 @@ def _train(args) -> int:
                           "steps": summary["steps_done"], "wall_s": summary["wall_s"],
                           **{k: v for k, v in last.items() if k not in ("step", "evaluated")}}))
     if any(s["status"] == "interrupted" for s in summaries):
-        print(f"interrupted; continue with: python -m kfrtrl_lab train {args.task} --out {args.out} --resume",
+        seeds = f" --seeds {','.join(map(str, args.seeds))}" if args.seeds else ""
+        print(f"interrupted; continue with: python -m kfrtrl_lab train {args.task} --out {args.out}{seeds} --resume",
               file=sys.stderr)
         return EXIT_INTERRUPTED
     return 0

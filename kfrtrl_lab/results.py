@@ -5,6 +5,7 @@ only with the reference of its own estimator."""
 from __future__ import annotations
 
 import json
+import math
 import statistics
 from dataclasses import dataclass
 from pathlib import Path
@@ -101,15 +102,17 @@ def group_by_configuration(summaries: list[dict]) -> dict[str, list[dict]]:
     return {k: sorted(v, key=lambda s: s["config"]["seed"]) for k, v in groups.items()}
 
 
-def seed_band(runs: list[dict], metric: str, steps=None) -> list[dict]:
-    """At each step logged by every run (or each of ``steps``): median, min and max over the seeds."""
+def seed_band(runs: list[dict], metric: str, steps=None, min_seeds: int | None = None) -> list[dict]:
+    """At each logged step (or each of ``steps``) that at least ``min_seeds`` runs reached (half of
+    them, rounded up, by default): median, min and max over the seeds that reached it, and their
+    number ``seeds`` — so one seed stopped early shortens nothing but its own contribution."""
+    need = min_seeds or math.ceil(len(runs) / 2)
     if steps is None:
-        logged = [{r["step"] for r in s["curve"] if metric in r} for s in runs]
-        steps = sorted(set.intersection(*logged)) if logged else []
+        steps = sorted({r["step"] for s in runs for r in s["curve"] if metric in r})
     rows = []
     for step in steps:
-        values = [value_at(s, metric, step) for s in runs]
-        if any(v is None for v in values):
+        values = [v for v in (value_at(s, metric, step) for s in runs) if v is not None]
+        if len(values) < max(need, 1):
             continue
         rows.append({"step": step, "median": statistics.median(values), "low": min(values), "high": max(values),
                      "seeds": len(values)})
@@ -142,8 +145,13 @@ def comparison_table(summaries: list[dict], task: str) -> str:
         cells = []
         for step in steps:
             band = seed_band(group, metric, [step])
-            cells.append("–" if not band else _fmt(band[0]["median"]) if band[0]["low"] == band[0]["high"]
-                         else f"{_fmt(band[0]['median'])} ({_fmt(band[0]['low'])}–{_fmt(band[0]['high'])})")
+            if not band:
+                cells.append("–")
+                continue
+            b = band[0]
+            spread = [] if b["low"] == b["high"] else [f"{_fmt(b['low'])}–{_fmt(b['high'])}"]
+            fewer = [f"{b['seeds']} of {len(group)} seeds"] if b["seeds"] < len(group) else []
+            cells.append(_fmt(b["median"]) + (f" ({'; '.join(spread + fewer)})" if spread + fewer else ""))
         done = sorted({s["steps_done"] for s in group})
         rates = [s["median_steps_per_s"] for s in group if s.get("median_steps_per_s")]
         devices = sorted({s.get("device_name", s["config"]["device"]) for s in group})

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import math
 import os
 import platform
 import subprocess
@@ -81,6 +80,18 @@ def load_summary(path: str | os.PathLike) -> dict:
     return RunSummary(**data).to_dict()
 
 
+def thin_curve(rows: list[dict], log_every: int, max_points: int = 400) -> list[dict]:
+    """The rows at every k-th multiple of ``log_every`` steps (k = 1, 2, 5, 10, 20, 50, …, the
+    smallest that leaves ≤ ``max_points``), evaluated rows, and the last: thinned by step, not by
+    row index, so that the round steps where runs are compared (10k, 50k, …) stay in the curve."""
+    k = 1
+    while len(rows) / k > max_points:
+        k = next(m * 10 ** e for e in range(12) for m in (1, 2, 5) if m * 10 ** e > k)
+    every = k * max(1, log_every)
+    return [r for i, r in enumerate(rows)
+            if r["step"] % every == 0 or r.get("evaluated") or i == len(rows) - 1]
+
+
 def git_commit() -> str | None:
     try:
         out = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True, timeout=5,
@@ -111,11 +122,15 @@ class RunFolder:
         self.checkpoint = self.path / CHECKPOINT
         self.metrics = self.path / METRICS
 
-    def create(self) -> None:
-        """Start a new run here; refuses a folder that already holds one."""
+    def check_new(self) -> None:
+        """Refuse a folder that already holds a run."""
         if self.checkpoint.exists():
             raise FileExistsError(f"{self.path} already holds a run; pass resume=True (--resume) or choose "
                                   f"another folder")
+
+    def create(self) -> None:
+        """Start a new run here; refuses a folder that already holds one."""
+        self.check_new()
         self.path.mkdir(parents=True, exist_ok=True)
         self.metrics.write_text("")
 
@@ -159,8 +174,7 @@ class RunFolder:
         if status not in STATUSES:
             raise ValueError(f"status must be one of {STATUSES}, got {status!r}")
         rows = self.read_metrics()
-        stride = max(1, math.ceil(len(rows) / max_points))
-        curve = [r for i, r in enumerate(rows) if i % stride == 0 or r.get("evaluated") or i == len(rows) - 1]
+        curve = thin_curve(rows, self.read_info().config.get("log_every", 1), max_points)
         rates = sorted(r["steps_per_s"] for r in rows if "steps_per_s" in r)
         summary = RunSummary(**dataclasses.asdict(self.read_info()), status=status, steps_done=steps,
                              wall_s=round(wall_s, 1), median_steps_per_s=rates[len(rates) // 2] if rates else None,

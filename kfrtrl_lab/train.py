@@ -189,8 +189,12 @@ def train_seeds(config: RunConfig, seeds, out: str | os.PathLike, resume: bool =
     """Several seeds of one configuration in one process, each a run of its own in ``out/seed-<s>``
     (its own folder, checkpoint and summary), advanced chunk by chunk in turn: on a GPU each replays
     its own CUDA graph, so the seeds share the process instead of queueing for the device."""
-    runs = [Run(dataclasses.replace(config, seed=seed), Path(out) / f"seed-{seed}", resume, stop_after)
-            for seed in seeds]
+    folders = [RunFolder(Path(out) / f"seed-{seed}") for seed in seeds]
+    if not resume:  # refuse before any seed's folder is created
+        for folder in folders:
+            folder.check_new()
+    runs = [Run(dataclasses.replace(config, seed=seed), folder.path, resume, stop_after)
+            for seed, folder in zip(seeds, folders)]
     return _drive(runs, progress)
 
 
@@ -210,8 +214,11 @@ class Run:
                   else _start(self.folder, config, self.est.device))
         self.stepper = Stepper(config, self.model, self.opt, self.est, self.task, self.p, eager=config.eager)
         self.end = config.steps if stop_after is None else min(config.steps, stop_after)
-        self.t0 = self.last_save = time.perf_counter()
-        self.last_log = (self.t0, self.p.step)
+        # Each run keeps its own clock (time inside its own chunks), so that steps/s and wall time
+        # stay the run's own when several seeds share the process.
+        self.busy = 0.0
+        self.last_save = time.perf_counter()
+        self.last_log = (self.busy, self.p.step)
         self.status, self.failure, self.last_row = "finished", None, {}
         self.log = self.folder.metrics.open("a")
 
@@ -220,19 +227,26 @@ class Run:
         step until the run can be saved exactly (a BPTT window closed, Adam's step taken) — then log,
         checkpoint or stop. Returns True when the run is over."""
         p, config, task = self.p, self.config, self.task
+        if p.step >= config.steps or (self.stepper.savable and (stop_requested or p.step >= self.end)):
+            # over before this chunk (a finished run resumed, a stop at or before the saved step)
+            self.status = "interrupted" if stop_requested and p.step < self.end else self.status
+            return True
         wanted = stop_requested or p.step >= self.end
+        started = time.perf_counter()
         try:
             self.stepper.run(1 if wanted else _next_boundary(p.step, config, task, self.end) - p.step)
         except NonFiniteError as err:
             self.status, self.failure = "diverged", err
             self.log.write(_json({"step": err.step, "diverged": str(err)}))
             return True
+        finally:
+            self.busy += time.perf_counter() - started
         evaluate = task.evaluates and (p.step % config.eval_every == 0 or p.step == config.steps)
         if p.step % config.log_every == 0 or p.step == config.steps or evaluate:
-            row = _metrics_row(p, task, self.last_log, self.wall_s)
+            row = _metrics_row(p, task, self.last_log, self.busy, self.wall_s)
             if evaluate:
                 row.update(task.evaluate(self.model, "valid", batch_size=config.eval_batch), evaluated=True)
-            self.last_log, self.last_row = (time.perf_counter(), p.step), row
+            self.last_log, self.last_row = (self.busy, p.step), row
             self.log.write(_json(row))
             self.log.flush()
         if self.stepper.savable:  # stops and checkpoints wait for a point that resumes exactly
@@ -246,7 +260,8 @@ class Run:
 
     @property
     def wall_s(self) -> float:
-        return self.p.elapsed + time.perf_counter() - self.t0
+        """Seconds spent in this run's own chunks, over all its sessions."""
+        return self.p.elapsed + self.busy
 
     def save(self) -> None:
         m = self
@@ -271,24 +286,32 @@ def _drive(runs: list[Run], progress: bool) -> list[dict]:
     """Advance the runs chunk by chunk in turn until each is over; their summaries. A diverged run
     raises Diverged (after every run has written its summary)."""
     first = runs[0]
+    summaries = {}
+    # Each run is closed (checkpoint, summary) as soon as it is over, with the stop handler still
+    # installed: a second SIGTERM while saving cannot kill the process between two runs' saves.
     with _StopFlag() as stop, _bar(first.config, first.p.step, progress, first.stepper.mode) as bar:
         active = list(runs)
         while active:
             for run in list(active):
                 before = run.p.step
-                if run.step(stop.requested):
-                    active.remove(run)
+                over = run.step(stop.requested)
                 if run is first:
                     bar.update(run.p.step - before)
                     bar.set_postfix({k: v for k, v in run.last_row.items() if k not in ("step", "wall_s", "evaluated")},
                                     refresh=False)
-    summaries = [run.close() for run in runs]
-    for run in runs:
-        if run.failure is not None:
+                if over:
+                    active.remove(run)
+                    summaries[id(run)] = run.close()
+    failed = [run for run in runs if run.failure is not None]
+    if failed:
+        lines = []
+        for run in failed:
             where = run.folder.checkpoint if run.folder.checkpoint.exists() else "none yet"
-            raise Diverged(f"run diverged at step {run.failure.step}: {str(run.failure).rstrip('.')}. The last good "
-                           f"checkpoint ({where}) was kept.")
-    return summaries
+            seed = f"seed {run.config.seed}: " if len(runs) > 1 else ""
+            lines.append(f"{seed}run diverged at step {run.failure.step}: {str(run.failure).rstrip('.')}. The last "
+                         f"good checkpoint ({where}) was kept.")
+        raise Diverged("\n".join(lines))
+    return [summaries[id(run)] for run in runs]
 
 
 def _next_boundary(step: int, config: RunConfig, task, end: int) -> int:
@@ -322,8 +345,8 @@ def _restore(run: RunFolder, config, model, opt, est, task) -> Progress:
     return p
 
 
-def _metrics_row(p: Progress, task, last_log, wall_s) -> dict:
-    rate = (p.step - last_log[1]) / max(time.perf_counter() - last_log[0], 1e-9)
+def _metrics_row(p: Progress, task, last_log, busy: float, wall_s: float) -> dict:
+    rate = (p.step - last_log[1]) / max(busy - last_log[0], 1e-9)
     row = {"step": p.step, "loss_bits": float(p.loss_sum) / max(p.loss_count, 1), **task.metrics(),
            "steps_per_s": round(rate, 2), "wall_s": round(wall_s, 1)}
     p.loss_sum.zero_()

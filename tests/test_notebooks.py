@@ -72,6 +72,8 @@ def test_explorers_redraw_the_figure_when_a_control_moves():
     explorer.controls["T_max"].value = 3
     assert list(explorer.figure.data[0].x) == [3]
     assert "recomputed" in explorer.status.value
+    explorer.controls["methods"].value = ()
+    assert not explorer.figure.data and "choose at least one" in explorer.figure.layout.title.text
 
     family = family_explorer(r_options=(1, 2), n_options=(4, 6), lengths=(3, 5), samples=10)
     assert {t.name for t in family.figure.data} == {"ok-2 (n=6)", "kf-avg-2 (n=6)", "snap-1 (n=6)"}
@@ -109,6 +111,12 @@ def test_training_and_cost_figures():
     assert figures.method_color("ok-r") != figures.method_color("kf-avg-r")  # families drawn side by side
     close = figures.cost_figure([{"method": "a", "n": n, "ms_per_step": v} for n, v in ((8, 0.78), (16, 0.80), (32, 0.95))])
     assert list(close.layout.yaxis.tickvals) == [0.78, 0.95]  # labels 3% apart would print over each other
+    deep = figures.cost_figure([{"method": "a", "n": n, "ms_per_step": v} for n, v in ((8, 1e-30), (16, 10.0))])
+    assert deep.layout.yaxis.dtick >= 4  # 31 decades: at most about eight labels, not 31 printed over each other
+    decade = figures.training_figure([dict(summary, steps_done=200_000, curve=[{"step": s, "t_max": 1} for s in
+                                                                               (20_000, 100_000, 200_000)])],
+                                     "t_max", log_x=True, references=False)
+    assert list(decade.layout.xaxis.ticktext) == ["20k", "50k", "100k", "200k"]  # one decade: 1-2-5 labels
 
 
 def test_html_report_needs_no_network(tmp_path):
@@ -160,4 +168,6 @@ def test_log_axes_label_decades_or_the_data_not_minor_digits():
     rows = [{"method": "kf-rtrl", "n": n, "T": 5, "relative_variance": v} for n, v in ((8, 0.5), (16, 3.0), (32, 40.0))]
     fig = figures.variance_figure(rows, x="n")
     assert list(fig.layout.xaxis.tickvals) == [8, 16, 32]  # less than a decade: the data's own values
-    assert fig.layout.yaxis.dtick == 1  # two decades: powers of ten
+    assert list(fig.layout.yaxis.ticktext) == ["0.5", "1", "2", "5", "10", "20"]  # within two decades: 1-2-5
+    rows[-1]["relative_variance"] = 400.0
+    assert figures.variance_figure(rows, x="n").layout.yaxis.dtick == 1  # three decades: powers of ten

@@ -344,5 +344,93 @@ def test_several_seeds_in_one_process_are_the_separate_runs(tmp_path, capsys):
         a = torch.load(tmp_path / "pop" / f"seed-{seed}" / "checkpoint.pt", weights_only=False)["model"]
         b = torch.load(tmp_path / f"alone-{seed}" / "checkpoint.pt", weights_only=False)["model"]
         assert all(torch.equal(a[k], b[k]) for k in a)
+        drop = ("steps_per_s", "wall_s")  # the clocks differ; every logged value must not
+        assert ([{k: v for k, v in r.items() if k not in drop} for r in together["curve"]]
+                == [{k: v for k, v in r.items() if k not in drop} for r in alone["curve"]])
     with pytest.raises(SystemExit):  # argparse refuses it
         main(["train", "copy", "--seeds", "4-3x", "--out", str(tmp_path / "bad")])
+
+
+def test_resuming_a_finished_run_takes_no_step(tmp_path):
+    done = train(small(steps=60), tmp_path / "run", progress=False)
+    before = torch.load(tmp_path / "run" / "checkpoint.pt", weights_only=False)["model"]
+    again = train(small(steps=60), tmp_path / "run", resume=True, progress=False)
+    after = torch.load(tmp_path / "run" / "checkpoint.pt", weights_only=False)["model"]
+    assert again["steps_done"] == done["steps_done"] == 60 and again["status"] == "finished"
+    assert all(torch.equal(before[k], after[k]) for k in before)
+
+
+def test_interrupted_seeds_print_a_command_that_continues_them(tmp_path, capsys, monkeypatch):
+    import shlex
+
+    import kfrtrl_lab.train as train_module
+
+    class StopAtOnce(train_module._StopFlag):  # as if Ctrl-C came before the first step
+        def __enter__(self):
+            super().__enter__()
+            self.requested = True
+            return self
+
+    out = tmp_path / "pop"
+    args = ["train", "copy", "--method", "kf-rtrl", "--hidden", "8", "--batch", "4", "--steps", "30",
+            "--lr", "0.01", "--log-every", "10", "--seeds", "0,2", "--out", str(out), "--no-progress"]
+    with monkeypatch.context() as m:
+        m.setattr(train_module, "_StopFlag", StopAtOnce)
+        assert main(args) == 130
+    hint = capsys.readouterr().err.split("continue with: ")[1].strip()
+    assert "--seeds 0,2" in hint
+    command = shlex.split(hint)[3:]  # after "python -m kfrtrl_lab"
+    # the hint names what identifies the runs; the run's own settings come from its checkpoints
+    assert main(command + ["--no-progress"]) == 0
+    for seed in (0, 2):
+        assert json.loads((out / f"seed-{seed}" / "summary.json").read_text())["steps_done"] == 30
+
+
+def test_a_second_sigterm_while_runs_are_saved_loses_nothing(tmp_path, monkeypatch):
+    import os
+    import signal
+
+    from kfrtrl_lab import runs as runs_module
+    from kfrtrl_lab.train import train_seeds
+
+    write = runs_module.RunFolder.write_summary
+    sent = []
+
+    def write_then_sigterm(self, *a, **k):
+        result = write(self, *a, **k)
+        if not sent:  # after the first run's save, before the second's
+            sent.append(os.kill(os.getpid(), signal.SIGTERM))
+        return result
+
+    monkeypatch.setattr(runs_module.RunFolder, "write_summary", write_then_sigterm)
+    summaries = train_seeds(small(steps=20), [0, 1], tmp_path / "pop", progress=False)
+    assert sent and len(summaries) == 2
+    assert all((tmp_path / "pop" / f"seed-{s}" / "checkpoint.pt").exists() for s in (0, 1))
+
+
+def test_thinned_curves_keep_the_round_steps_where_runs_are_compared():
+    from kfrtrl_lab.results import value_at
+    from kfrtrl_lab.runs import thin_curve
+
+    rows = [{"step": 1000 * i, "t_max": i} for i in range(1, 1001)]  # 1M steps, a line every 1000
+    curve = thin_curve(rows, log_every=1000, max_points=400)
+    assert len(curve) <= 401 and curve[-1]["step"] == 1_000_000
+    summary = {"curve": curve, "steps_done": 1_000_000}
+    for step in (10_000, 50_000, 100_000, 200_000, 500_000, 1_000_000):
+        assert value_at(summary, "t_max", step) == step // 1000
+
+
+def test_seed_bands_cover_the_seeds_that_reached_each_step():
+    from kfrtrl_lab.results import comparison_table, seed_band, value_at
+
+    def run(seed, steps, offset):
+        return {"config": {"task": "copy", "method": "ok-16-official", "hidden": 128, "batch": 16, "clip": 16.0,
+                           "seed": seed, "device": "cpu"}, "steps_done": steps, "wall_s": 1.0,
+                "curve": [{"step": s, "t_max": s // 10_000 + offset} for s in range(10_000, steps + 1, 10_000)]}
+
+    runs = [run(0, 50_000, 0), run(1, 50_000, 2), run(2, 20_000, 1)]  # seed 2 stopped at 20k
+    assert value_at(runs[0], "t_max", 35_000) == 3  # the last line at or before the step
+    band = {b["step"]: b for b in seed_band(runs, "t_max")}
+    assert band[20_000] == {"step": 20_000, "median": 3, "low": 2, "high": 4, "seeds": 3}
+    assert band[50_000] == {"step": 50_000, "median": 6, "low": 5, "high": 7, "seeds": 2}
+    assert "6 (5–7; 2 of 3 seeds)" in comparison_table(runs, "copy")

@@ -265,7 +265,7 @@ def step_cost_model(method: str, hidden_size: int, batch_size: int, input_size: 
         snap-1      4 a c                state a c
         tbptt-k     forward and backward of the cell: 6 a c    state (the window's graph) ≈ k (a + 3 c)
     """
-    n, B, r = hidden_size, batch_size, gate_blocks
+    n, B = hidden_size, batch_size
     a, c = input_size + n + 1, gate_blocks * n
     k = int(method.rsplit("-", 1)[1]) if method.rsplit("-", 1)[-1].isdigit() else 1
     cell = 2 * a * c  # z = x̂ W, shared by every method

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 import plotly.graph_objects as go
 import plotly.io as pio
 from plotly.io.base_renderers import MimetypeRenderer
@@ -79,21 +81,34 @@ def method_dash(method: str) -> str:
 
 
 def _axis(field: str, values=(), log: bool = False) -> dict:
-    """A titled axis; a log axis labels powers of ten when the data span a decade, else the data's
-    own values (plotly's default minor labels read "3 4 … 9 100 2")."""
+    """A titled axis. A log axis labels at most about eight powers of ten when the data span two
+    decades or more; 1, 2 and 5 times the powers of ten when they span one; else the data's own
+    values (plotly's default minor labels read "3 4 … 9 100 2")."""
     axis = {"title": label(field)}
-    if log:
-        axis.update(type="log", exponentformat="power")
-        values = sorted({v for v in values if v and v > 0})
-        if values and values[-1] / values[0] >= 10:
-            axis["dtick"] = 1
-        elif values and len(values) <= 8:
-            ticks = [values[0]]
-            for v in values[1:]:
-                if v / ticks[-1] >= 1.08:  # closer labels print over each other
-                    ticks.append(v)
-            axis.update(tickvals=ticks, ticktext=[f"{v:.3g}" for v in ticks])
+    if not log:
+        return axis
+    axis.update(type="log", exponentformat="power")
+    values = sorted({v for v in values if v and v > 0})
+    if not values:
+        return axis
+    lo, hi = values[0], values[-1]
+    if hi / lo >= 100:
+        axis["dtick"] = max(1, math.ceil(math.log10(hi / lo) / 8))
+    elif hi / lo >= 10:
+        ticks = [m * 10.0 ** e for e in range(math.floor(math.log10(lo)), math.ceil(math.log10(hi)) + 1)
+                 for m in (1, 2, 5) if lo <= m * 10.0 ** e <= hi]
+        axis.update(tickvals=ticks, ticktext=[_tick_text(v) for v in ticks])
+    elif len(values) <= 8:
+        ticks = [values[0]]
+        for v in values[1:]:
+            if v / ticks[-1] >= 1.08:  # closer labels print over each other
+                ticks.append(v)
+        axis.update(tickvals=ticks, ticktext=[_tick_text(v) for v in ticks])
     return axis
+
+
+def _tick_text(v: float) -> str:
+    return f"{v / 1000:g}k" if v >= 1000 and float(v).is_integer() else f"{v:.3g}"
 
 
 def _layout(fig: go.Figure, title: str, x: dict, y: dict) -> go.Figure:
@@ -178,6 +193,9 @@ def training_figure(summaries: list[dict], metric: str, title: str | None = None
             continue
         band = seed_band(runs, metric)
         xs = [b["step"] for b in band]
+        done = sorted(s["steps_done"] for s in runs)
+        if done[0] < done[-1]:  # past a short seed's end the band covers the seeds that got there
+            seeds += f", {sum(d < done[-1] for d in done)} stopped earlier"
         fig.add_trace(go.Scatter(x=xs + xs[::-1], y=[b["high"] for b in band] + [b["low"] for b in band][::-1],
                                  fill="toself", line=dict(width=0), fillcolor=color, opacity=0.2,
                                  name=f"{name}: range over {seeds}", hoverinfo="skip"))
@@ -186,10 +204,12 @@ def training_figure(summaries: list[dict], metric: str, title: str | None = None
     tasks = {s["config"]["task"] for s in summaries} if references else set()
     methods = {s["config"]["method"] for s in summaries}
     all_steps = [r["step"] for s in summaries for r in s["curve"]]
+    axis_steps = list(all_steps)  # the axis labels also the reference markers' steps
     for task in tasks:
         for ref in references_for(task, metric, methods):
             if ref.points:
                 steps = sorted(ref.points)
+                axis_steps += steps
                 lo = [v[0] if isinstance(v, tuple) else v for v in (ref.points[s] for s in steps)]
                 hi = [v[1] if isinstance(v, tuple) else v for v in (ref.points[s] for s in steps)]
                 mid = [(a + b) / 2 for a, b in zip(lo, hi)]
@@ -201,7 +221,7 @@ def training_figure(summaries: list[dict], metric: str, title: str | None = None
                 fig.add_trace(go.Scatter(x=[min(all_steps), max(all_steps)], y=[ref.final, ref.final], mode="lines",
                                          name=f"{ref.label}: {ref.final:g}",
                                          line=dict(color="black", dash="dot", width=1)))
-    return _layout(fig, title or f"{label(metric)} against steps", _axis("step", all_steps, log=log_x),
+    return _layout(fig, title or f"{label(metric)} against steps", _axis("step", axis_steps, log=log_x),
                    _axis(metric))
 
 

@@ -86,6 +86,13 @@ def _default_layout(controls, status):
     return widgets.VBox([widgets.HBox(list(controls.values())), status])
 
 
+def _nothing_chosen(what: str):
+    """An empty figure that says why it is empty (every option of a list deselected)."""
+    import plotly.graph_objects as go
+
+    return go.Figure(layout=dict(title=f"Nothing to draw: choose at least one {what}", template="plotly_white"))
+
+
 def _slider(options, value, description):
     return widgets.SelectionSlider(options=list(options), value=value, description=description)
 
@@ -102,19 +109,22 @@ def variance_explorer(n_options=(8, 16, 32), lengths=(5, 10, 20), samples_option
     """Relative variance against T for a random RHN: sliders for n, the longest T, the number of
     samples, and the estimators. The starting setting (n, T_max, samples: the options nearest to
     them) answers in well under a second; the largest ones take longer, and the status line says so."""
-    samples_options, methods_all = sorted(set(samples_options)), tuple(methods)
+    samples_options = sorted(set(samples_options))
     start = {"n": _nearest(n_options, n), "T_max": _nearest(lengths, T_max), "samples": _nearest(samples_options, samples)}
 
     def draw(n, T_max, samples, methods):
         Ts = [T for T in lengths if T <= T_max] or [min(lengths)]
-        rows = ex.variance_sweep([n], Ts, methods=tuple(methods) or methods_all[:1], samples=samples, seed=seed)
+        if not methods:
+            return _nothing_chosen("estimator")
+        rows = ex.variance_sweep([n], Ts, methods=tuple(methods), samples=samples, seed=seed)
         return figures.variance_figure(rows, x="T", title=f"Relative variance, random RHN n={n}, {samples} samples")
 
     controls = {
         "n": _slider(n_options, start["n"], "n"),
         "T_max": _slider(lengths, start["T_max"], "T max"),
         "samples": _slider(samples_options, start["samples"], "samples"),
-        "methods": widgets.SelectMultiple(options=list(methods), value=tuple(methods), description="estimators"),
+        "methods": widgets.SelectMultiple(options=list(methods), value=tuple(methods), rows=len(methods),
+                                          description="estimators"),
     }
     return Explorer(controls, draw)
 
@@ -131,7 +141,9 @@ def family_explorer(r_options=(1, 2, 4, 8), n_options=(8, 16, 32), lengths=(5, 1
 
     def draw(r, n, T_max, families):
         Ts = [T for T in lengths if T <= T_max] or [min(lengths)]
-        rows = ex.rank_sweep([n], [r], Ts, families=tuple(families) or ("ok",), samples=samples, seed=seed)
+        if not families:
+            return _nothing_chosen("estimator")
+        rows = ex.rank_sweep([n], [r], Ts, families=tuple(families), samples=samples, seed=seed)
         return figures.variance_figure(rows, x="T", title=f"Relative error against T: r={r}, random RHN n={n}")
 
     controls = {
@@ -139,7 +151,7 @@ def family_explorer(r_options=(1, 2, 4, 8), n_options=(8, 16, 32), lengths=(5, 1
         "n": _slider(n_options, _nearest(n_options, n), "n"),
         "T_max": _slider(lengths, _nearest(lengths, T_max), "T max"),
         "families": widgets.SelectMultiple(options=list(families), value=("ok", "kf-avg", "snap-1"),
-                                           description="estimators"),
+                                           rows=len(families), description="estimators"),
     }
     return Explorer(controls, draw)
 
@@ -174,12 +186,15 @@ def runs_explorer(summaries: list[dict], metric: str, title: str = "", log_steps
 
     def draw(configurations, seeds, log_steps):
         chosen = [s for s in summaries if run_group(s) in configurations and s["config"]["seed"] in seeds]
-        return figures.training_figure(chosen or summaries[:1], metric, title=title, log_x=log_steps)
+        if not chosen:
+            return _nothing_chosen("run and seed")
+        return figures.training_figure(chosen, metric, title=title, log_x=log_steps)
 
     controls = {
         "configurations": widgets.SelectMultiple(options=groups, value=tuple(groups), description="runs",
-                                                 layout=widgets.Layout(width="420px", height="120px")),
-        "seeds": widgets.SelectMultiple(options=seeds, value=tuple(seeds), description="seeds"),
+                                                 rows=min(len(groups), 8), layout=widgets.Layout(width="420px")),
+        "seeds": widgets.SelectMultiple(options=seeds, value=tuple(seeds), rows=min(len(seeds), 8),
+                                        description="seeds"),
         "log_steps": widgets.Checkbox(value=log_steps, description="log steps"),
     }
     return Explorer(controls, draw)
