@@ -81,7 +81,7 @@ def run_group(summary: dict) -> str:
     cell = "" if c.get("cell", "rhn") == "rhn" else f" {c['cell']}"
     clip = f" clip {c['clip']:g}" if c.get("clip") is not None else " no clip"
     other = []
-    if abs(c.get("lr", 10**-3.5) - 10**-3.5) > 1e-9:
+    if not math.isclose(c.get("lr", 10**-3.5), 10**-3.5, rel_tol=1e-4):  # older summaries stored 0.00031623
         other.append(f"lr {c['lr']:.3g}")
     if c.get("update_every", 1) != 1:
         other.append(f"update every {c['update_every']}")

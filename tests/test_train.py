@@ -434,3 +434,12 @@ def test_seed_bands_cover_the_seeds_that_reached_each_step():
     assert band[20_000] == {"step": 20_000, "median": 3, "low": 2, "high": 4, "seeds": 3}
     assert band[50_000] == {"step": 50_000, "median": 6, "low": 5, "high": 7, "seeds": 2}
     assert "6 (5–7; 2 of 3 seeds)" in comparison_table(runs, "copy")
+
+
+def test_run_groups_name_only_settings_that_differ_from_the_defaults():
+    from kfrtrl_lab.results import run_group
+
+    config = {"task": "ptb", "method": "kf-rtrl", "hidden": 256, "batch": 32, "clip": 100.0, "lr": 0.00031623,
+              "stream_layout": "staggered", "tokens": "official"}
+    assert run_group({"config": config}) == "kf-rtrl n=256 B=32 clip 100, staggered, official tokens"
+    assert run_group({"config": {**config, "lr": 1e-3}}).endswith("lr 0.001, staggered, official tokens")
