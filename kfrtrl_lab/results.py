@@ -64,6 +64,24 @@ def value_at(summary: dict, metric: str, step: int):
     return rows[-1][metric]
 
 
+def steps_reached(runs: list[dict]) -> list[tuple[int, int]]:
+    """(steps done, rounded to two significant digits; number of seeds), longest first: seeds stopped
+    at 50,000, 50,026 and 50,211 steps all went to 50k, and say so as one group."""
+    counts: dict[int, int] = {}
+    for s in runs:
+        n = int(s["steps_done"])
+        rounded = round(n, 2 - len(str(n))) if n >= 100 else n
+        counts[rounded] = counts.get(rounded, 0) + 1
+    return sorted(counts.items(), reverse=True)
+
+
+def format_steps(n: int) -> str:
+    """200000 -> "200k", 1500000 -> "1.5M", 800 -> "800"."""
+    if n >= 1_000_000:
+        return f"{n / 1e6:g}M"
+    return f"{n / 1e3:g}k" if n >= 1000 else str(n)
+
+
 def late_mean(summary: dict, metric: str, fraction: float = 0.1) -> float:
     """Mean of the metric over the last ``fraction`` of the logged lines: one line's per-step loss
     is too noisy to judge a run by."""
@@ -152,11 +170,13 @@ def comparison_table(summaries: list[dict], task: str) -> str:
             spread = [] if b["low"] == b["high"] else [f"{_fmt(b['low'])}–{_fmt(b['high'])}"]
             fewer = [f"{b['seeds']} of {len(group)} seeds"] if b["seeds"] < len(group) else []
             cells.append(_fmt(b["median"]) + (f" ({'; '.join(spread + fewer)})" if spread + fewer else ""))
-        done = sorted({s["steps_done"] for s in group})
+        reached = steps_reached(group)
+        done = format_steps(reached[0][0]) if len(reached) == 1 else ", ".join(
+            f"{format_steps(steps)} ({count})" for steps, count in reached)
         rates = [s["median_steps_per_s"] for s in group if s.get("median_steps_per_s")]
         devices = sorted({s.get("device_name", s["config"]["device"]) for s in group})
         lines.append(f"| {name} | {', '.join(str(s['config']['seed']) for s in group)} | " + " | ".join(cells)
-                     + f" | {'/'.join(map(str, done))} | {_fmt(statistics.median(rates)) if rates else '–'}"
+                     + f" | {done} | {_fmt(statistics.median(rates)) if rates else '–'}"
                      f" | {max(s['wall_s'] for s in group) / 3600:.2f} | {', '.join(devices)} |")
     for ref in refs:
         cells = [_fmt(ref.points.get(step)) for step in steps]

@@ -443,3 +443,22 @@ def test_run_groups_name_only_settings_that_differ_from_the_defaults():
               "stream_layout": "staggered", "tokens": "official"}
     assert run_group({"config": config}) == "kf-rtrl n=256 B=32 clip 100, staggered, official tokens"
     assert run_group({"config": {**config, "lr": 1e-3}}).endswith("lr 0.001, staggered, official tokens")
+
+
+def test_seeds_that_stopped_at_about_the_same_step_are_one_group():
+    from kfrtrl_lab.notebook.figures import training_figure
+    from kfrtrl_lab.results import comparison_table, steps_reached
+
+    def run(seed, steps):
+        return {"config": {"task": "copy", "method": "kf-rtrl", "hidden": 128, "batch": 16, "clip": 16.0,
+                           "seed": seed, "device": "cpu"}, "steps_done": steps, "wall_s": 1.0,
+                "curve": [{"step": s, "t_max": s // 10_000} for s in range(10_000, steps + 1, 10_000)]}
+
+    runs = [run(0, 200_000), run(1, 50_026), run(2, 50_000), run(3, 50_211)]
+    assert steps_reached(runs) == [(200_000, 1), (50_000, 3)]
+    assert "| 200k (1), 50k (3) |" in comparison_table(runs, "copy")
+    assert "| 50k |" in comparison_table(runs[1:], "copy")
+    names = [t.name for t in training_figure(runs, "t_max", references=False).data]
+    assert any(name.endswith("range over 4 seeds: 1 to 200k, 3 to 50k") for name in names), names
+    names = [t.name for t in training_figure(runs[1:], "t_max", references=False).data]
+    assert any(name.endswith("range over 3 seeds") for name in names), names

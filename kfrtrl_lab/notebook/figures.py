@@ -9,7 +9,7 @@ import plotly.io as pio
 from plotly.io.base_renderers import MimetypeRenderer
 
 from ..measure import loglog_slope
-from ..results import group_by_configuration, references_for, seed_band
+from ..results import format_steps, group_by_configuration, references_for, seed_band, steps_reached
 
 class OfflineRenderer(MimetypeRenderer):
     """Notebook output that works with no network: plotly.js is embedded in the first figure of
@@ -193,9 +193,9 @@ def training_figure(summaries: list[dict], metric: str, title: str | None = None
             continue
         band = seed_band(runs, metric)
         xs = [b["step"] for b in band]
-        done = sorted(s["steps_done"] for s in runs)
-        if done[0] < done[-1]:  # past a short seed's end the band covers the seeds that got there
-            seeds += f", {sum(d < done[-1] for d in done)} stopped earlier"
+        reached = steps_reached(runs)
+        if len(reached) > 1:  # past a short seed's end the band covers the seeds that got there
+            seeds += ": " + ", ".join(f"{count} to {format_steps(steps)}" for steps, count in reached)
         fig.add_trace(go.Scatter(x=xs + xs[::-1], y=[b["high"] for b in band] + [b["low"] for b in band][::-1],
                                  fill="toself", line=dict(width=0), fillcolor=color, opacity=0.2,
                                  name=f"{name}: range over {seeds}", hoverinfo="skip"))
