@@ -6,7 +6,7 @@ checked path — for --seconds after a warm-up; steps/s is the number of steps o
 estimator's own step (kfrtrl_lab.measure.step_cost, same sizes, one-hot inputs, no task, no
 optimiser) gives the ratio trainer step / estimator step.
 
-    PYTHONPATH=. python benchmarks/trainer_pace.py --threads 2 --seconds 20 copy:kf-rtrl:128:16
+    PYTHONPATH=. python benchmarks/trainer_pace.py --threads 2 --seconds 20 --compare --breakdown copy:kf-rtrl:128:16
     PYTHONPATH=. python benchmarks/trainer_pace.py --device cuda --seconds 60 --json pace.json \\
         copy:kf-rtrl:128:16 copy:rtrl:128:16 copy:ok-16-official:128:16 ptb:kf-rtrl:256:32
 """
@@ -26,7 +26,7 @@ from kfrtrl_lab.train import Progress, RunConfig, build
 
 
 def pace(task: str, method: str, hidden: int, batch: int, device: str, seconds: float, eager: bool,
-         data_dir: str | None, seed: int = 0) -> dict:
+         data_dir: str | None, seed: int = 0, breakdown: bool = False) -> dict:
     config = RunConfig(task=task, method=method, hidden=hidden, batch=batch, device=device, seed=seed, clip=16.0,
                        data_dir=data_dir, eager=eager)
     torch.set_flush_denormal(True)
@@ -42,9 +42,29 @@ def pace(task: str, method: str, hidden: int, batch: int, device: str, seconds: 
         steps += chunk
     sync(device)
     elapsed = time.perf_counter() - start
-    return {"task": task, "method": method, "hidden": hidden, "batch": batch, "device": device, "mode": stepper.mode,
-            "steps": steps, "seconds": round(elapsed, 2), "steps_per_s": round(steps / elapsed, 1),
-            "ms_per_step": 1e3 * elapsed / steps, "loss_bits": float(progress.loss_sum) / max(progress.loss_count, 1)}
+    row = {"task": task, "method": method, "hidden": hidden, "batch": batch, "device": device, "mode": stepper.mode,
+           "steps": steps, "seconds": round(elapsed, 2), "steps_per_s": round(steps / elapsed, 1),
+           "ms_per_step": 1e3 * elapsed / steps, "loss_bits": float(progress.loss_sum) / max(progress.loss_count, 1)}
+    if breakdown:  # the trainer's own parts, each timed alone (eager calls; after the paced run)
+        weight = model.cell.weight
+        parts = {"task_data": task_.next,
+                 "clip": lambda: torch.nn.utils.clip_grad_norm_([weight], config.clip),
+                 "adam": lambda: (opt.step(), opt.zero_grad(set_to_none=False))}
+        row["breakdown_ms"] = {name: _time_call(call, device) for name, call in parts.items()}
+    return row
+
+
+def _time_call(call, device, calls: int = 300) -> float:
+    """Median over 5 blocks of ``calls`` calls, ms per call."""
+    blocks = []
+    for _ in range(6):
+        sync(device)
+        start = time.perf_counter()
+        for _ in range(calls):
+            call()
+        sync(device)
+        blocks.append(1e3 * (time.perf_counter() - start) / calls)
+    return sorted(blocks[1:])[2]  # the first block warms up
 
 
 def main():
@@ -55,6 +75,8 @@ def main():
     p.add_argument("--seconds", type=float, default=20.0)
     p.add_argument("--eager", action="store_true", help="time the eager (checked) path instead")
     p.add_argument("--compare", action="store_true", help="also time the estimator's own step (ratio)")
+    p.add_argument("--breakdown", action="store_true",
+                   help="also time the trainer's parts alone: the task's data, clipping, Adam step + zero_grad")
     p.add_argument("--data-dir", default=None, help="ptb data folder")
     p.add_argument("--json", metavar="PATH")
     args = p.parse_args()
@@ -64,7 +86,8 @@ def main():
     print(f"torch {torch.__version__}, device {out['device_name']}, {out['threads']} threads")
     for spec in args.runs:
         task, method, hidden, batch = spec.split(":")
-        row = pace(task, method, int(hidden), int(batch), args.device, args.seconds, args.eager, args.data_dir)
+        row = pace(task, method, int(hidden), int(batch), args.device, args.seconds, args.eager, args.data_dir,
+                   breakdown=args.breakdown)
         if args.compare:
             vocab = 4 if task == "copy" else 50
             own = step_cost(method, int(hidden), batch_size=int(batch), vocab=vocab, device=args.device)
@@ -72,8 +95,9 @@ def main():
             row["trainer_over_estimator"] = row["ms_per_step"] / own["ms_per_step"]
         out["rows"].append(row)
         ratio = f", trainer/estimator {row['trainer_over_estimator']:.2f}" if args.compare else ""
-        print(f"{spec:>28} ({row['mode']}): {row['steps_per_s']:9.1f} steps/s, {row['ms_per_step']:.3f} ms/step{ratio}",
-              flush=True)
+        parts = "".join(f", {k} {v:.3f}" for k, v in row.get("breakdown_ms", {}).items())
+        print(f"{spec:>28} ({row['mode']}): {row['steps_per_s']:9.1f} steps/s, {row['ms_per_step']:.3f} ms/step{ratio}"
+              + (f"; alone (ms): {parts[2:]}" if parts else ""), flush=True)
     if args.json:
         with open(args.json, "w") as f:
             json.dump(out, f, indent=1)
