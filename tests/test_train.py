@@ -39,6 +39,32 @@ def test_copy_sequences_follow_the_official_layout():
     assert len({tuple(v) for v in starts_at.values()}) > 1
 
 
+@pytest.mark.parametrize("seed", [0, 5])
+def test_copy_draws_are_a_function_of_seed_lane_and_sequence(seed):
+    """Lane b's k-th sequence: T = low + h(TASK_LENGTHS; k, b) mod (T_max − low + 1), bit i =
+    h(TASK_BITS; k, b·MAX_LENGTH + i) mod 2 — whatever else the batch holds, so a seed fixes a run."""
+    from kfrtrl_lab.random import TASK_BITS, TASK_LENGTHS, hash_bits, stream_key
+
+    def h(stream, k, index):
+        return int(hash_bits(stream_key(seed, stream), torch.tensor(k), torch.tensor(index)))
+
+    B = 3
+    task = CopyTask(batch_size=B, seed=seed)
+    task.t_max.fill_(6)
+    task.ema.fill_(1e9)  # the curriculum holds T_max at 6
+    inputs = torch.stack([task.next()[0].argmax(1) for _ in range(80)])  # (80, B)
+    for b in range(B):
+        t, k = 0, 0
+        while True:
+            T = 2 + h(TASK_LENGTHS, k, b) % 5
+            if t + 2 * T + 2 > len(inputs):
+                break
+            bits = [h(TASK_BITS, k, b * CopyTask.MAX_LENGTH + i) % 2 for i in range(T)]
+            assert inputs[t:t + 2 * T + 2, b].tolist() == [MARKER, *bits, *[BLANK] * (T + 1)], (b, k)
+            t, k = t + 2 * T + 2, k + 1
+        assert k >= 3
+
+
 def test_curriculum_rule():
     task = CopyTask(batch_size=2, seed=0)
     task.next()

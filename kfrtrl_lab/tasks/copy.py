@@ -73,6 +73,8 @@ class CopyTask(Task):
         # bit i of lane b's sequence is hashed at index b·MAX_LENGTH + i; read and recall in one call
         self._bit_index = torch.stack([self._lanes, self._lanes]) * self.MAX_LENGTH
         self._zeros = torch.zeros_like(self._lanes)
+        # one hash call per step draws the lengths (row 0, stream TASK_LENGTHS) and both bits (rows 1, 2)
+        self._row_keys = torch.tensor([[self._keys[0]], [self._keys[1]], [self._keys[1]]], device=dev)
         self._eye = torch.eye(VOCAB, device=dev, dtype=dtype)
         # the state, all on the device and updated in place
         self.t_max = torch.ones((), dtype=torch.long, device=dev)
@@ -98,15 +100,21 @@ class CopyTask(Task):
         self.ema.copy_(torch.where(grow, torch.full_like(self.ema, self.ema_after_increase), self.ema))
         self.sequence.add_(starts.long())
         low = (self.t_max - self.window + 1).clamp_min(1)
-        counter = self.sequence[:1] if self.synchronous else self.sequence  # lane b's k-th sequence
-        index = self._zeros if self.synchronous else self._lanes
-        T = low + hash_bits(self._keys[0], counter, index) % (self.t_max - low + 1)
-        self.length.copy_(torch.where(starts, T, self.length))
         self.position.masked_fill_(starts, 0)
-        pos, T = self.position, self.length
-        # bit i of the current sequence, for i = pos − 1 (read, at 1..T) and pos − T − 2 (recall, T+2..2T+1)
-        i = torch.stack([pos - 1, pos - T - 2]).clamp_min_(0)
-        read, recall = hash_bits(self._keys[1], self.sequence, self._bit_index + i).bitwise_and_(1)
+        pos = self.position
+        # bit i of the current sequence, for i = pos − 1 (read, at 1..T) and pos − T − 2 (recall, T+2..2T+1);
+        # a lane starting now is at pos 0, where both clamp to 0 whatever its new T, so the old length serves
+        i = torch.stack([pos - 1, pos - self.length - 2]).clamp_min_(0)
+        # lane b's k-th sequence draws its length at (k, b) (synchronous: the round's, at (k, 0)) and its
+        # bits at (k, b·MAX_LENGTH + i)
+        length_counter = self.sequence[:1].expand(self.batch_size) if self.synchronous else self.sequence
+        length_index = self._zeros if self.synchronous else self._lanes
+        drawn = hash_bits(self._row_keys, torch.stack([length_counter, self.sequence, self.sequence]),
+                          torch.cat([length_index[None], self._bit_index + i]))
+        T = low + drawn[0] % (self.t_max - low + 1)
+        self.length.copy_(torch.where(starts, T, self.length))
+        T = self.length
+        read, recall = drawn[1:].bitwise_and_(1)
         x_tok = torch.where(pos == 0, MARKER, torch.where(pos <= T, read, BLANK))
         y_tok = torch.where(pos <= T, BLANK, torch.where(pos == T + 1, MARKER, recall))
         self.position.add_(1)
