@@ -264,10 +264,10 @@ class Run:
         return self.p.elapsed + self.busy
 
     def save(self) -> None:
-        m = self
-        self.folder.save_checkpoint({"config": dataclasses.asdict(m.config), "model": m.model.state_dict(),
-                                     "optimizer": m.opt.state_dict(), "estimator": m.est.state_dict(),
-                                     "task": m.task.state_dict(), **dataclasses.asdict(m.p), "elapsed": m.wall_s})
+        self.folder.save_checkpoint({"config": dataclasses.asdict(self.config), "model": self.model.state_dict(),
+                                     "optimizer": self.opt.state_dict(), "estimator": self.est.state_dict(),
+                                     "task": self.task.state_dict(), **dataclasses.asdict(self.p),
+                                     "elapsed": self.wall_s})
 
     def close(self) -> dict:
         """The last checkpoint (not for a diverged run: the last good one stays) and the summary."""

@@ -68,13 +68,15 @@ class CopyTask(Task):
         self.ema_decay, self.threshold, self.ema_after_increase, self.window = (
             ema_decay, threshold, ema_after_increase, window)
         B, dev = batch_size, self.device
-        self._lanes = torch.arange(B, device=dev)
-        self._keys = (stream_key(self.seed, TASK_LENGTHS), stream_key(self.seed, TASK_BITS))
-        # bit i of lane b's sequence is hashed at index b·MAX_LENGTH + i; read and recall in one call
-        self._bit_index = torch.stack([self._lanes, self._lanes]) * self.MAX_LENGTH
-        self._zeros = torch.zeros_like(self._lanes)
-        # one hash call per step draws the lengths (row 0, stream TASK_LENGTHS) and both bits (rows 1, 2)
-        self._row_keys = torch.tensor([[self._keys[0]], [self._keys[1]], [self._keys[1]]], device=dev)
+        lanes = torch.arange(B, device=dev)
+        # One hash call per step draws, for lane b's k-th sequence (counter k), its length at index b
+        # (synchronous: the round's, at index 0) in stream TASK_LENGTHS, and its bits i read and
+        # recalled at index b·MAX_LENGTH + i in stream TASK_BITS: rows 0, 1, 2 of these keys and indices.
+        lengths, bits = stream_key(self.seed, TASK_LENGTHS), stream_key(self.seed, TASK_BITS)
+        self._row_keys = torch.tensor([[lengths], [bits], [bits]], device=dev)
+        self._zeros = torch.zeros_like(lanes)
+        bit_base = lanes * self.MAX_LENGTH
+        self._row_index = torch.stack([self._zeros if synchronous else lanes, bit_base, bit_base])
         self._eye = torch.eye(VOCAB, device=dev, dtype=dtype)
         # the state, all on the device and updated in place
         self.t_max = torch.ones((), dtype=torch.long, device=dev)
@@ -103,14 +105,10 @@ class CopyTask(Task):
         self.position.masked_fill_(starts, 0)
         pos = self.position
         # bit i of the current sequence, for i = pos − 1 (read, at 1..T) and pos − T − 2 (recall, T+2..2T+1);
-        # a lane starting now is at pos 0, where both clamp to 0 whatever its new T, so the old length serves
-        i = torch.stack([pos - 1, pos - self.length - 2]).clamp_min_(0)
-        # lane b's k-th sequence draws its length at (k, b) (synchronous: the round's, at (k, 0)) and its
-        # bits at (k, b·MAX_LENGTH + i)
-        length_counter = self.sequence[:1].expand(self.batch_size) if self.synchronous else self.sequence
-        length_index = self._zeros if self.synchronous else self._lanes
-        drawn = hash_bits(self._row_keys, torch.stack([length_counter, self.sequence, self.sequence]),
-                          torch.cat([length_index[None], self._bit_index + i]))
+        # a lane starting now is at pos 0, where both clamp to 0 whatever its new T, so the old length serves.
+        # (Synchronous lanes all hold the same sequence count, so the counter is the lane's in both layouts.)
+        i = torch.stack([self._zeros, pos - 1, pos - self.length - 2]).clamp_min_(0)
+        drawn = hash_bits(self._row_keys, self.sequence, self._row_index + i)
         T = low + drawn[0] % (self.t_max - low + 1)
         self.length.copy_(torch.where(starts, T, self.length))
         T = self.length
