@@ -41,6 +41,7 @@ import torch
 
 import kfrtrl_lab as kl
 from kfrtrl_lab.measure import bare_product_cost, loglog_slope, step_cost
+from kfrtrl_lab.runs import git_commit
 
 B, M, K = 32, 50, 50  # lanes, input size, output size (char-level PTB-like)
 BLOCK = 16  # steps per timed block: a multiple of every truncation benchmarked
@@ -98,7 +99,7 @@ def load_average() -> str:
 
 def print_header(devices):
     print("step_cost: per-step cost of the gradient estimators, RHN cell")
-    print(f"torch {torch.__version__}; threads in use: {torch.get_num_threads()} "
+    print(f"commit {git_commit()}; torch {torch.__version__}; threads in use: {torch.get_num_threads()} "
           f"(interop {torch.get_num_interop_threads()})")
     print(f"CPU: {cpu_model()} ({os.cpu_count()} logical CPUs); load average at start: {load_average()}")
     if "cuda" in devices:
@@ -251,7 +252,7 @@ def main():
         elif args.device == "cuda":
             raise SystemExit("--device cuda: torch.cuda.is_available() is False")
     print_header(devices)
-    out = {"torch": torch.__version__, "threads": torch.get_num_threads(), "cpu": cpu_model(),
+    out = {"commit": git_commit(), "torch": torch.__version__, "threads": torch.get_num_threads(), "cpu": cpu_model(),
            "gpu": torch.cuda.get_device_name() if "cuda" in devices else None,
            "B": B, "m": M, "k": K, "block": BLOCK, "warmup_blocks": args.warmup,
            "timed_blocks": args.repeats, "sizes": args.sizes,

@@ -21,6 +21,7 @@ import time
 import torch
 
 from kfrtrl_lab.measure import step_cost, sync
+from kfrtrl_lab.runs import git_commit
 from kfrtrl_lab.stepper import Stepper
 from kfrtrl_lab.train import Progress, RunConfig, build
 
@@ -81,9 +82,9 @@ def main():
     p.add_argument("--json", metavar="PATH")
     args = p.parse_args()
     torch.set_num_threads(args.threads)
-    out = {"torch": torch.__version__, "threads": torch.get_num_threads(), "machine": platform.processor(),
+    out = {"commit": git_commit(), "torch": torch.__version__, "threads": torch.get_num_threads(), "machine": platform.processor(),
            "device_name": torch.cuda.get_device_name() if args.device.startswith("cuda") else "cpu", "rows": []}
-    print(f"torch {torch.__version__}, device {out['device_name']}, {out['threads']} threads")
+    print(f"commit {out['commit']}, torch {torch.__version__}, device {out['device_name']}, {out['threads']} threads")
     for spec in args.runs:
         task, method, hidden, batch = spec.split(":")
         row = pace(task, method, int(hidden), int(batch), args.device, args.seconds, args.eager, args.data_dir,
