@@ -9,7 +9,7 @@ EXTRAS ?= test,notebooks,dev
 STAMP := $(VENV)/.installed
 THREADS ?= 2
 
-.PHONY: test reports bench venv clean chromium browser-check ui-check strip
+.PHONY: test reports bench venv clean chromium browser-check ui-check strip student
 
 venv: $(STAMP)
 
@@ -32,6 +32,7 @@ test: $(STAMP) chromium
 	$(PY) -m pytest -q
 	$(PY) -m kfrtrl_lab.notebook.reports --profile quick --out reports
 	$(PY) -m pytest -q -p no:cacheprovider --nbval-lax reports/*.ipynb
+	$(PY) -m kfrtrl_lab.notebook.student --out student --execute
 	$(PY) -m kfrtrl_lab.notebook.browser reports
 	$(PY) -m kfrtrl_lab.notebook.ui_check
 
@@ -55,6 +56,10 @@ browser-check: $(STAMP) chromium
 ui-check: $(STAMP) chromium
 	$(PY) -m kfrtrl_lab.notebook.ui_check
 
+# The student versions (solutions removed) in student/, for handing out.
+student: $(STAMP)
+	$(PY) -m kfrtrl_lab.notebook.student --out student
+
 # Put notebooks/*.ipynb back in their committed form after JupyterLab has opened them.
 strip: $(STAMP)
 	$(PY) -m kfrtrl_lab.notebook.reports --strip
@@ -63,4 +68,4 @@ bench: $(STAMP)
 	$(PY) benchmarks/step_cost.py --threads $(THREADS)
 
 clean:
-	rm -rf $(VENV) reports .pytest_cache
+	rm -rf $(VENV) reports student .pytest_cache

@@ -2,7 +2,7 @@
 
 For a checkpoint of `python -m kfrtrl_lab train copy ...` (RHN, 4 symbols), take one copy
 sequence of each length T and compare S independent estimates of dL/dW by each method with the
-exact gradient (BPTT, float64): relative variance E‖ĝ − g‖²/‖g‖² and the mean cosine to g.
+exact gradient (BPTT, float64): relative error E‖ĝ − g‖²/‖g‖² and the mean cosine to g.
 
     PYTHONPATH=. python benchmarks/gradient_quality.py runs/copy-kf-rtrl/checkpoint.pt --lengths 8 16 24
 """
@@ -33,7 +33,7 @@ def main():
         row = {"T": T, "grad_norm": round(g.norm().item(), 3)}
         for method in args.methods:
             G = kl.gradient_samples(model, x, y, method, args.samples, seed=0)
-            row[method] = {"relative_variance": round(kl.relative_variance(G, g), 3),
+            row[method] = {"relative_error": round(kl.relative_error(G, g), 3),
                            "mean_cosine": round(kl.cosine_to_exact(G, g).mean().item(), 3)}
         print(json.dumps(row))
 

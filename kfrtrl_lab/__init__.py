@@ -10,7 +10,7 @@ char-PTB), ``train.py`` and ``runs.py`` (the online trainer and its run folders)
 and ``measure.py`` (gradients and costs), ``notebook/`` (what the notebooks compute and draw).
 """
 
-from .analysis import cosine_to_exact, gradient_samples, relative_variance, true_gradient, unbiasedness_test
+from .analysis import cosine_to_exact, gradient_samples, relative_error, true_gradient, unbiasedness_test
 from .cells import CELLS, LSTM, RHN, Cell, CellStep, TanhRNN, make_cell, register_cell
 from .estimators import (KFRTRL, METHODS, RTRL, UORO, BPTT, Estimator, NonFiniteError, TruncatedBPTT,
                          make_estimator, register_method)
@@ -20,6 +20,6 @@ __all__ = [
     "Cell", "CellStep", "TanhRNN", "RHN", "LSTM", "CELLS", "make_cell", "register_cell", "RecurrentModel",
     "Estimator", "NonFiniteError", "BPTT", "TruncatedBPTT", "RTRL", "KFRTRL", "UORO",
     "METHODS", "make_estimator", "register_method",
-    "true_gradient", "gradient_samples", "relative_variance", "cosine_to_exact", "unbiasedness_test",
+    "true_gradient", "gradient_samples", "relative_error", "cosine_to_exact", "unbiasedness_test",
 ]
 __version__ = "0.2.0"

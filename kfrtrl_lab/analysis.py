@@ -61,7 +61,7 @@ def gradient_samples(model: RecurrentModel, inputs: torch.Tensor, targets: torch
     return total
 
 
-def relative_variance(samples: torch.Tensor, exact: torch.Tensor) -> float:
+def relative_error(samples: torch.Tensor, exact: torch.Tensor) -> float:
     """E‖ĝ − g‖² / ‖g‖² estimated from the rows of ``samples`` (S, P) against ``exact`` (P,)."""
     if samples.dim() != 2 or exact.shape != samples.shape[1:]:
         raise ValueError(f"samples must be (S, P) and exact (P,), got {tuple(samples.shape)} and {tuple(exact.shape)}")

@@ -111,7 +111,7 @@ def test_the_check_catches_a_biased_ok(monkeypatch, bug):
 
 # -- variance -------------------------------------------------------------------------------------
 
-def relative_variance_with_error(G, g):
+def relative_error_with_error(G, g):
     """E‖ĝ − g‖²/‖g‖² and its standard error from the samples' spread."""
     e = ((G - g) ** 2).sum(dim=1) / (g * g).sum()
     return e.mean().item(), (e.std() / len(e) ** 0.5).item()
@@ -130,9 +130,9 @@ def random_rhn_problem(n=16, T=20, seed=0):
 
 def test_kf_avg_k_divides_kf_rtrls_variance_by_k():
     model, x, y, g = random_rhn_problem(n=8, T=15)
-    kf, se_kf = relative_variance_with_error(kl.gradient_samples(model, x, y, "kf-rtrl", 4000, seed=1), g)
+    kf, se_kf = relative_error_with_error(kl.gradient_samples(model, x, y, "kf-rtrl", 4000, seed=1), g)
     for k in (2, 4):
-        avg, se_avg = relative_variance_with_error(kl.gradient_samples(model, x, y, f"kf-avg-{k}", 4000, seed=2), g)
+        avg, se_avg = relative_error_with_error(kl.gradient_samples(model, x, y, f"kf-avg-{k}", 4000, seed=2), g)
         assert abs(avg - kf / k) <= 4 * (se_avg**2 + (se_kf / k) ** 2) ** 0.5, (k, avg, kf / k)
 
 
@@ -140,7 +140,7 @@ def test_kf_avg_k_divides_kf_rtrls_variance_by_k():
 def test_ok_has_less_variance_than_kf_avg_and_symmetric_no_more_than_official(r):
     """The OK paper's claim on a random RHN (n = 16, T = 20), measured on 200 samples each."""
     model, x, y, g = random_rhn_problem()
-    var = {m: relative_variance_with_error(kl.gradient_samples(model, x, y, m, 200, seed=3), g)
+    var = {m: relative_error_with_error(kl.gradient_samples(model, x, y, m, 200, seed=3), g)
            for m in (f"ok-{r}", f"ok-{r}-official", f"kf-avg-{r}")}
     (ok, se_ok), (official, se_off), (avg, _) = var[f"ok-{r}"], var[f"ok-{r}-official"], var[f"kf-avg-{r}"]
     assert ok < avg

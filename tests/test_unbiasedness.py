@@ -81,7 +81,7 @@ def test_the_check_catches_a_biased_estimator(monkeypatch, bug):
 
 # -- the paper's variance claim ---------------------------------------------------------------
 
-def relative_variance(G, g):
+def relative_error(G, g):
     """E‖ĝ − g‖² / ‖g‖²."""
     return (((G - g) ** 2).sum(dim=1).mean() / (g * g).sum()).item()
 
@@ -95,6 +95,6 @@ def test_kf_rtrl_has_lower_variance_than_uoro(n, init_std):
     x = torch.randn(20, 4, generator=g_in, dtype=torch.float64)
     y = torch.randint(0, 4, (20,), generator=g_in)
     g = kl.true_gradient(model, x, y)
-    kf = relative_variance(kl.gradient_samples(model, x, y, "kf-rtrl", 300, seed=1), g)
-    uoro = relative_variance(kl.gradient_samples(model, x, y, "uoro", 300, seed=1), g)
+    kf = relative_error(kl.gradient_samples(model, x, y, "kf-rtrl", 300, seed=1), g)
+    uoro = relative_error(kl.gradient_samples(model, x, y, "uoro", 300, seed=1), g)
     assert kf < uoro

@@ -10,7 +10,7 @@ import math
 
 import torch
 
-from ..analysis import gradient_samples, relative_variance, true_gradient
+from ..analysis import gradient_samples, relative_error, true_gradient
 from ..estimators import make_estimator
 from ..cells import RHN, CellStep, make_cell
 from ..measure import loglog_slope, step_cost  # noqa: F401  (the notebooks' cost measurements)
@@ -112,7 +112,7 @@ def variance_vs_p(seed: int = 0, n: int = 6, m: int = 3, points: int = 61, low: 
 def variance_sweep(hidden_sizes, lengths, methods=("kf-rtrl", "uoro"), samples: int = 100, seed: int = 0,
                    init_std: float | None = None, model: RecurrentModel | None = None, task: str = "random",
                    cell: str = "rhn") -> list[dict]:
-    """Relative variance E‖ĝ − g‖²/‖g‖² of each method for every (n, T).
+    """Relative error E‖ĝ − g‖²/‖g‖² of each method for every (n, T).
 
     ``model`` given: use it (a trained RHN) and ignore ``hidden_sizes`` beyond its own n.
     ``task`` "random": Gaussian inputs, 4 classes; "copy": a copy sequence of length T (its
@@ -134,13 +134,13 @@ def variance_sweep(hidden_sizes, lengths, methods=("kf-rtrl", "uoro"), samples: 
 
 
 def error_split(G: torch.Tensor, exact: torch.Tensor) -> dict:
-    """How the samples G (S, P) miss the exact gradient: relative_variance E‖ĝ − g‖²/‖g‖² (the
+    """How the samples G (S, P) miss the exact gradient: relative_error E‖ĝ − g‖²/‖g‖² (the
     whole mean squared error) = bias2 ‖E ĝ − g‖²/‖g‖² + spread E‖ĝ − E ĝ‖²/‖g‖², and the mean
     cosine of single estimates to g."""
     norm2 = (exact * exact).sum()
     mean = G.mean(dim=0)
     identical = bool((G == G[:1]).all())  # a deterministic method: exactly no spread, not rounding-level
-    return {"relative_variance": relative_variance(G, exact),
+    return {"relative_error": relative_error(G, exact),
             "bias2": ((mean - exact) ** 2).sum().item() / norm2.item(),
             "spread": 0.0 if identical else ((G - mean) ** 2).sum(dim=1).mean().item() / norm2.item(),
             "cosine": torch.nn.functional.cosine_similarity(G, exact[None], dim=1).mean().item()}

@@ -47,7 +47,7 @@ LABELS = {
     "ema_bits": "curriculum's average loss (bits)", "ms_per_step": "time per step (ms)",
     "state_MB": "estimator state (MB)", "peak_MB": "peak memory per step (MB)", "n": "hidden size n",
     "T": "sequence length T", "r": "rank r (Kronecker pairs per lane)", "step": "time steps",
-    "relative_variance": "relative error E‖ĝ − g‖² / ‖g‖²", "bias2": "bias² ‖Eĝ − g‖² / ‖g‖²",
+    "relative_error": "relative error E‖ĝ − g‖² / ‖g‖²", "bias2": "bias² ‖Eĝ − g‖² / ‖g‖²",
     "spread": "variance E‖ĝ − Eĝ‖² / ‖g‖²", "cosine": "mean cosine of ĝ to g",
 }
 _FIXED = {"kf-rtrl": "#1f77b4", "uoro": "#d62728", "rtrl": "#2ca02c", "bptt": "#7f7f7f", "snap-1": "#e377c2",
@@ -126,8 +126,8 @@ def variance_vs_p_figure(curve: dict) -> go.Figure:
                    _axis("variance of the step", curve["variance"], log=True))
 
 
-def variance_figure(rows: list[dict], x: str = "n", title: str | None = None, y: str = "relative_variance") -> go.Figure:
-    """``y`` (relative variance by default) against ``x`` ("n" or "T"), one line per method (and
+def variance_figure(rows: list[dict], x: str = "n", title: str | None = None, y: str = "relative_error") -> go.Figure:
+    """``y`` (relative error by default) against ``x`` ("n" or "T"), one line per method (and
     per value of the other variable, if it takes several); log–log axes."""
     other = "T" if x == "n" else "n"
     fig = go.Figure()
@@ -141,7 +141,7 @@ def variance_figure(rows: list[dict], x: str = "n", title: str | None = None, y:
                    _axis(y, [r[y] for r in rows], log=True))
 
 
-def rank_figure(rows: list[dict], title: str | None = None, y: str = "relative_variance") -> go.Figure:
+def rank_figure(rows: list[dict], title: str | None = None, y: str = "relative_error") -> go.Figure:
     """``y`` against the rank r, one line per (family, n, T): OK-r against KF-AVG-r (experiments.rank_sweep)."""
     fig = go.Figure()
     keys = dict.fromkeys((r["family"], r["n"], r["T"]) for r in rows)

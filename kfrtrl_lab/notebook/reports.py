@@ -50,9 +50,11 @@ def notebooks(folder: Path = ROOT / "notebooks") -> list[Path]:
     return sorted(folder.glob("[0-9][0-9]_*.ipynb"))
 
 
-def execute(notebook: Path, out_dir: Path, profile: str = "quick", progress=print, **parameters) -> Path:
+def execute(notebook: Path, out_dir: Path, profile: str = "quick", progress=print, cwd: Path | None = None,
+            **parameters) -> Path:
     """Run ``notebook`` with papermill (parameters: ``profile`` plus overrides) into ``out_dir``,
-    reporting each code cell and its time to ``progress`` (None: silent)."""
+    in ``cwd`` (default: the notebook's folder), reporting each code cell and its time to
+    ``progress`` (None: silent)."""
     import papermill
     from traitlets.config import Config
 
@@ -82,7 +84,7 @@ def execute(notebook: Path, out_dir: Path, profile: str = "quick", progress=prin
     os.environ[STATIC_REPORT] = "1"
     try:
         papermill.execute_notebook(str(notebook), str(target), parameters={"profile": profile, **parameters},
-                                   cwd=str(notebook.parent), kernel_name="python3", progress_bar=False,
+                                   cwd=str(cwd or notebook.parent), kernel_name="python3", progress_bar=False,
                                    # IPC sockets instead of TCP: nothing for other users of the machine
                                    # to listen to, and ipykernel has no unencrypted-TCP warning to print
                                    config=Config({"KernelManager": {"transport": "ipc"}}),
@@ -146,8 +148,10 @@ def to_html(executed: Path, out_dir: Path) -> Path:
 
 # The committed form of a notebook (what strip() leaves): JupyterLab, papermill and nbval add
 # the rest (language_info details, widget state, execution timings, scroll state, outputs).
+# A solution cell keeps {"jupyter": {"source_hidden": true}}: JupyterLab shows it folded.
 KERNELSPEC = {"display_name": "Python 3", "language": "python", "name": "python3"}
 CELL_METADATA = {"tags"}
+HIDDEN_SOURCE = {"source_hidden": True}
 
 
 def strip(nb) -> list[str]:
@@ -167,6 +171,8 @@ def strip(nb) -> list[str]:
     for i, cell in enumerate(nb.cells):
         where = f"cell {i} (id {cell.get('id', '?')}, {cell.source.strip()[:30]!r})"
         for key in sorted(set(cell.metadata) - CELL_METADATA):
+            if key == "jupyter" and "solution" in cell.metadata.get("tags", []) and cell.metadata[key] == HIDDEN_SOURCE:
+                continue
             removed.append(f"{where}: metadata {key!r}")
             del cell.metadata[key]
         if "tags" in cell.metadata and not cell.metadata["tags"]:
