@@ -281,18 +281,31 @@ class RunFolder:
                                   f"(resume=True), or choose another --out (a new run needs an empty or absent folder)")
 
     def create(self, lock: RunLock | None = None) -> RunLock:
-        """Start a new run here: the folder is made, locked (``lock``, or one for this process), then
-        checked empty — in that order, so two runs started into one folder cannot both pass."""
+        """Take this folder for a new run: made, locked (``lock``, or one for this process), then
+        checked empty — in that order, so two runs started into one folder cannot both pass. Nothing
+        is written yet (:meth:`start` does), so a run that fails to start leaves no file behind."""
         self.check_new()
         self.path.mkdir(parents=True, exist_ok=True)
         lock = (lock or RunLock(self.path)).acquire()
         try:
             self.check_new()
-            self.metrics.write_text("")
         except BaseException:
             lock.release()
             raise
         return lock
+
+    def start(self, info: RunInfo) -> None:
+        """The first files of a new run (in a folder taken with :meth:`create`)."""
+        self.metrics.write_text("")
+        self.write_info(info)
+
+    def give_up(self, lock: RunLock) -> None:
+        """A new run that failed before its first file: its lock goes, and the folder if it is empty."""
+        lock.release()
+        try:
+            self.path.rmdir()
+        except OSError:  # not empty (or not ours to remove): left as it is
+            pass
 
     def open(self, lock: RunLock | None = None) -> RunLock:
         """Take an existing run's folder (for ``--resume``): locked, and holding a checkpoint."""

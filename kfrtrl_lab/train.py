@@ -334,11 +334,14 @@ class Run:
         # --out stops here, and a new run refuses a folder with files before it writes one
         self.lock = folder.open(lock) if resume else folder.create(lock)
         try:
-            self.model, self.opt, self.est, self.task = build(config)
+            self.model, self.opt, self.est, self.task = build(config)  # e.g. PTB's data load may fail here
             self.p = (_restore(self.folder, config, self.model, self.opt, self.est, self.task) if resume
                       else _start(self.folder, config, self.est.device))
         except BaseException:
-            self.lock.release()
+            if resume:
+                self.lock.release()
+            else:
+                self.folder.give_up(self.lock)
             raise
         self.stepper = Stepper(config, self.model, self.opt, self.est, self.task, self.p, eager=config.eager)
         self.end = config.steps if stop_after is None else min(config.steps, stop_after)
@@ -512,7 +515,7 @@ def _next_boundary(step: int, config: RunConfig, task, end: int) -> int:
 
 
 def _start(run: RunFolder, config: RunConfig, device) -> Progress:
-    run.write_info(RunInfo.now(dataclasses.asdict(config)))
+    run.start(RunInfo.now(dataclasses.asdict(config)))
     return Progress(loss_sum=torch.zeros((), dtype=torch.float64, device=device))
 
 

@@ -417,6 +417,21 @@ def test_out_must_name_a_folder(tmp_path, capsys, monkeypatch):
     assert "is a file" in error_line(capsys)
 
 
+def test_a_new_run_that_fails_to_start_leaves_no_folder(tmp_path, monkeypatch, capsys):
+    from kfrtrl_lab.tasks import ptb_data
+
+    def offline(*a, **k):
+        raise ptb_data.PTBNotFoundError("ptb.char.valid.txt missing (as offline)")
+
+    monkeypatch.setattr("kfrtrl_lab.tasks.ptb.load_ptb", offline)
+    out = tmp_path / "run"
+    args = ["train", "ptb", "--hidden", "8", "--steps", "5", "--data-dir", str(tmp_path), "--out", str(out),
+            "--no-progress"]
+    assert main(args) == 2
+    assert "ptb.char.valid.txt missing" in error_line(capsys)
+    assert not out.exists()  # so the same command, once the data are there, is a new run again
+
+
 # -- PTB data messages ---------------------------------------------------------------------------------
 
 def test_ptb_data_dir_problems_are_named_before_anything_is_created(tmp_path, capsys):
