@@ -120,10 +120,12 @@ def _positive_int(name, v):
 
 
 def _check_task_options(config: "RunConfig", task_cls) -> None:
-    """Refuse a setting that only another task reads (it would be recorded in the run, and mean nothing)."""
+    """Refuse a setting that only another task reads (it would be recorded in the run, and mean nothing).
+    Where files are and how a pass is batched (``data_dir``, ``eval_batch``: execution settings) are
+    let through: scripts pass one --data-dir to runs of every task, and they change no result."""
     own = set(task_cls.options)
     for other, cls in TASKS.items():
-        for name in set(cls.options) - own:
+        for name in set(cls.options) - own - set(EXECUTION_SETTINGS):
             f = next(f for f in dataclasses.fields(RunConfig) if f.name == name)
             if getattr(config, name) != f.default:
                 raise ValueError(f"--{name.replace('_', '-')} is an option of the {other} task; the {config.task} "
