@@ -30,7 +30,7 @@ from .model import RecurrentModel
 from .runs import RunFolder, RunInfo, RunLock
 from .stepper import GRAPH_STEPS, Stepper
 from .tasks import TASKS, check_task_name
-from .tasks.base import EvaluationStopped
+from .tasks.base import DIVERGENCE_FACTOR, EvaluationStopped
 
 
 def _opt(help: str, **kw):
@@ -208,9 +208,9 @@ def check_memory(config: RunConfig, runs: int = 1) -> None:
     seeds = f" for {runs} seeds" if runs > 1 else ""
     params = parse_method(config.method)[1]
     param = f", the {'/'.join(params)} of --method {config.method}" if params else ""
+    fewer = ", or use fewer --seeds" if runs > 1 else ""
     raise ValueError(f"the run needs about {gb(runs * need['total'])}{seeds} ({parts}) but {config.device} has "
-                     f"{gb(free)} free: lower --hidden ({config.hidden}) or --batch ({config.batch}){param}, or "
-                     f"use fewer --seeds")
+                     f"{gb(free)} free: lower --hidden ({config.hidden}) or --batch ({config.batch}){param}{fewer}")
 
 
 def build(config: RunConfig):
@@ -436,7 +436,8 @@ class Run:
         bound = task.divergence_bits
         p.high_loss_rows = p.high_loss_rows + 1 if row["loss_bits"] > bound else 0
         if p.high_loss_rows >= DIVERGED_ROWS:
-            message = (f"the loss stayed above {bound:.3g} bits ({task.name}: 10 times an untrained model's) for "
+            message = (f"the loss stayed above {bound:.3g} bits ({task.name}: {DIVERGENCE_FACTOR} times an untrained "
+                       f"model's) for "
                        f"{DIVERGED_ROWS} metrics lines (last: {row['loss_bits']:.3g} bits)")
             self.status, self.failure = "diverged", Failure(p.step, message)
             self.log.write(_json({"step": p.step, "diverged": message}))

@@ -7,6 +7,11 @@ import math
 import torch
 
 
+#: a logged loss this many times an untrained model's (a uniform guess: log2 of the classes) is a
+#: diverged run's, even when every number is finite
+DIVERGENCE_FACTOR = 10
+
+
 class EvaluationStopped(Exception):
     """An evaluation was cut short by a stop request (Ctrl-C): it has no result."""
 
@@ -33,9 +38,9 @@ class Task:
 
     @property
     def divergence_bits(self) -> float:
-        """A logged loss above this (10 times an untrained model's: a uniform guess, log2 of the
-        classes) on several lines in a row means the run has diverged, even if every number is finite."""
-        return 10 * math.log2(self.output_size)
+        """A logged loss above this (DIVERGENCE_FACTOR times an untrained model's: a uniform guess,
+        log2 of the classes) on several lines in a row means the run has diverged."""
+        return DIVERGENCE_FACTOR * math.log2(self.output_size)
 
     @classmethod
     def buffer_bytes(cls, config) -> int:
