@@ -250,7 +250,7 @@ def read_checkpoint(path: str | os.PathLike, map_location=None) -> dict:
         state = torch.load(path, map_location=map_location, weights_only=False)
     except PermissionError:
         raise
-    except Exception as err:  # torch.load fails in many ways on a bad file: pickle, zip, EOF, runtime errors
+    except Exception as err:  # noqa: BLE001  (torch.load fails in many ways on a bad file: pickle, zip, EOF, runtime)
         reason = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
         raise ValueError(f"{path} is not a readable checkpoint ({reason}); it may be empty, truncated or "
                          f"not a checkpoint.pt written by a run") from None

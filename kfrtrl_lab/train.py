@@ -203,7 +203,9 @@ def check_memory(config: RunConfig, runs: int = 1) -> None:
     free = available_memory(config.device)
     if free is None or runs * need["total"] <= free:
         return
-    gb = lambda b: f"{b / 2**30:.3g} GB"  # noqa: E731
+    def gb(b: float) -> str:
+        return f"{b / 2**30:.3g} GB"
+
     parts = ", ".join(f"{k.replace('_', ' ')} {gb(runs * v)}" for k, v in need.items() if k != "total")
     seeds = f" for {runs} seeds" if runs > 1 else ""
     params = parse_method(config.method)[1]

@@ -116,6 +116,20 @@ def test_the_lock_names_its_owner_and_stale_locks_are_taken_over(tmp_path, capsy
     assert "no longer runs; taking the run folder over" in capsys.readouterr().err
 
 
+def test_a_lock_file_left_empty_is_stale_only_once_it_is_old(tmp_path, capsys):
+    from kfrtrl_lab.runs import RunLock, RunLocked
+
+    lock_file = tmp_path / LOCK
+    lock_file.write_text("")  # a process died between creating the lock and writing it (or is writing it now)
+    with pytest.raises(RunLocked, match="a lock file being written"):
+        RunLock(tmp_path).acquire()
+    old = time.time() - 2 * RunLock.EMPTY_GRACE_S
+    os.utime(lock_file, (old, old))
+    with RunLock(tmp_path):
+        assert "unreadable lock file" in capsys.readouterr().err
+    assert not lock_file.exists()
+
+
 def test_a_running_run_holds_its_lock_and_resume_is_refused_meanwhile(tmp_path, monkeypatch):
     from kfrtrl_lab import train as train_module
     from kfrtrl_lab.runs import RunLock, RunLocked
@@ -490,7 +504,7 @@ def test_ctrl_c_is_answered_within_seconds_whatever_the_log_interval(tmp_path):
     proc.send_signal(signal.SIGINT)
     asked = time.time()
     try:
-        stdout, stderr = proc.communicate(timeout=30)
+        _, stderr = proc.communicate(timeout=30)
     finally:
         proc.kill()
     assert proc.returncode == 130, stderr

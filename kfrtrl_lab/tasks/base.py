@@ -6,7 +6,6 @@ import math
 
 import torch
 
-
 #: a logged loss this many times an untrained model's (a uniform guess: log2 of the classes) is a
 #: diverged run's, even when every number is finite
 DIVERGENCE_FACTOR = 10

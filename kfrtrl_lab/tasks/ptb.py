@@ -16,6 +16,7 @@ import torch
 from .base import EvaluationStopped, Task
 from .ptb_data import PTB_FILES, TOKEN_LAYOUTS, Vocabulary, load_ptb
 
+
 def stream_batches(ids: torch.Tensor, batch_size: int) -> torch.Tensor:
     """Lay the text out as ``batch_size`` contiguous streams, evenly spaced through it.
 
