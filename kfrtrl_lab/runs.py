@@ -148,6 +148,9 @@ class RunLock:
 
     #: a lock file still empty after this long was left by a process that died while writing it
     EMPTY_GRACE_S = 10.0
+    #: the lock files this process holds now (a lock naming this process but not in here was left
+    #: by a run of this process that ended without giving it back, e.g. in a notebook kernel)
+    _held_here: set = set()
 
     def __init__(self, folder: str | os.PathLike, owner: str | None = None):
         self.folder = Path(folder)
@@ -167,7 +170,7 @@ class RunLock:
                 holder = self.holder()
                 if holder is not None and holder.get("owner") == self.owner:
                     _atomic_write(self.path, lambda tmp: tmp.write_text(record))  # our own job, requeued
-                    self.held = True
+                    self._take()
                     return self
                 reason = self._stale(holder)
                 if reason is None:
@@ -182,9 +185,13 @@ class RunLock:
                                       f"choose another --out") from None
             with os.fdopen(fd, "w") as f:
                 f.write(record)
-            self.held = True
+            self._take()
             return self
         raise RunLocked(f"{self.folder}: could not take {self.path} (other processes keep taking it)")
+
+    def _take(self) -> None:
+        self.held = True
+        RunLock._held_here.add(str(self.path.resolve()))
 
     def release(self) -> None:
         """Remove the lock if this process still holds it."""
@@ -192,6 +199,7 @@ class RunLock:
             holder = self.holder()
             if holder is not None and holder.get("owner") == self.owner and holder.get("pid") == self.pid:
                 self.path.unlink(missing_ok=True)
+            RunLock._held_here.discard(str(self.path.resolve()))
             self.held = False
 
     def holder(self) -> dict | None:
@@ -213,6 +221,9 @@ class RunLock:
             return f"an unreadable lock file {age:.0f} s old" if age > self.EMPTY_GRACE_S else None
         if holder.get("host") != self.host or not isinstance(holder.get("pid"), int):
             return None
+        if holder["pid"] == self.pid:
+            return (None if str(self.path.resolve()) in RunLock._held_here else
+                    "left by an earlier run of this process that did not give it back")
         try:
             os.kill(holder["pid"], 0)
         except ProcessLookupError:

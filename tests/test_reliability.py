@@ -130,6 +130,18 @@ def test_a_lock_file_left_empty_is_stale_only_once_it_is_old(tmp_path, capsys):
     assert not lock_file.exists()
 
 
+def test_a_lock_of_this_process_is_refused_while_held_and_stale_once_forgotten(tmp_path, capsys):
+    from kfrtrl_lab.runs import RunLock, RunLocked
+
+    first = RunLock(tmp_path, owner="a").acquire()
+    with pytest.raises(RunLocked):  # a second run of this process into the same folder
+        RunLock(tmp_path, owner="b").acquire()
+    first.held = False  # as if the run that took it had been dropped without giving it back
+    type(first)._held_here.clear()
+    with RunLock(tmp_path, owner="b"):
+        assert "left by an earlier run of this process" in capsys.readouterr().err
+
+
 def test_a_running_run_holds_its_lock_and_resume_is_refused_meanwhile(tmp_path, monkeypatch):
     from kfrtrl_lab import train as train_module
     from kfrtrl_lab.runs import RunLock, RunLocked
