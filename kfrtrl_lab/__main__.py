@@ -8,7 +8,9 @@
     python -m kfrtrl_lab methods                          # the registered estimators
     python -m kfrtrl_lab certify ok-4 --cell lstm         # an HTML certificate of one estimator
 
-Exit status: 0 done, 2 bad arguments or data, 3 the run diverged, 130 interrupted (Ctrl-C; resumable).
+Exit status: 0 done; 1 certify: the estimator failed its certificate (biased, or not exact though it
+claims to be); 2 bad arguments, files or data (one line: the option or file, and what was expected);
+3 the run diverged; 130 interrupted (Ctrl-C or SIGTERM; resumable).
 """
 
 from __future__ import annotations
@@ -24,7 +26,7 @@ from .runs import RunFolder
 from .tasks import TASKS
 from .train import Diverged, RunConfig, load_model, train, train_seeds
 
-EXIT_ERROR, EXIT_DIVERGED, EXIT_INTERRUPTED = 2, 3, 130
+EXIT_FAILED_CERTIFICATE, EXIT_ERROR, EXIT_DIVERGED, EXIT_INTERRUPTED = 1, 2, 3, 130
 
 
 def _seed_list(text: str) -> list[int]:
@@ -85,12 +87,13 @@ def parser() -> argparse.ArgumentParser:
     t.add_argument("--resume", action="store_true", help="continue the run in --out from its checkpoint")
     t.add_argument("--seeds", type=_seed_list, default=None,
                    help="several seeds in one process, e.g. 0-4 or 0,2,7: a run each in OUT/seed-<s> (replaces --seed)")
-    t.add_argument("--stop-after", type=int, default=None, help="stop (resumably) after this many total steps")
+    t.add_argument("--stop-after", type=int, default=None,
+                   help="stop (resumably) after this many total steps (a positive int)")
     t.add_argument("--no-progress", action="store_true", help="no progress bar")
 
     e = sub.add_parser("eval", help="score a checkpoint on held-out data")
     e.add_argument("task", choices=[name for name, cls in TASKS.items() if cls.evaluates])
-    e.add_argument("--checkpoint", required=True, help="a run's checkpoint.pt")
+    e.add_argument("--checkpoint", required=True, help="a run's checkpoint.pt, or its run folder")
     e.add_argument("--split", choices=["valid", "test"], default="test", help="(default: test)")
     e.add_argument("--batch", type=int, default=32, help="evaluation streams (default: 32)")
     e.add_argument("--data-dir", default=None, help="folder with the task's data (default: the run's)")
@@ -99,7 +102,8 @@ def parser() -> argparse.ArgumentParser:
                    help="also store the result under 'final_eval' in the run's summary.json (beside the checkpoint)")
 
     c = sub.add_parser("compare", help="markdown tables: run summaries against the papers' reference numbers")
-    c.add_argument("summaries", nargs="+", help="summary.json files (e.g. results/*.json)")
+    c.add_argument("summaries", nargs="+", help="summary.json files (e.g. results/*.json), or folders: every "
+                                                "summary.json below them")
 
     sub.add_parser("methods", help="list the registered gradient estimators")
 
@@ -118,12 +122,21 @@ def main(argv=None) -> int:
     args = parser().parse_args(argv)
     try:
         return COMMANDS[args.command](args)
-    except (ValueError, FileExistsError, FileNotFoundError) as err:
-        print(f"error: {err}", file=sys.stderr)
+    except (ValueError, OSError) as err:  # bad input: options, files, folders, data, permissions
+        print(f"error: {_one_line(err)}", file=sys.stderr)
         return EXIT_ERROR
 
 
+def _one_line(err: Exception) -> str:
+    """The error as one line; an OS error raised by the system (not by this package) names its file."""
+    if isinstance(err, OSError) and err.filename is not None and err.strerror:
+        return f"{err.filename}: {err.strerror}"
+    return " ".join(str(err).split("\n")).strip() or type(err).__name__
+
+
 def _train(args) -> int:
+    if not args.out:  # "" would be the current folder
+        raise ValueError("--out is an empty string; give the run folder")
     given = {f.name: getattr(args, f.name) for f in dataclasses.fields(RunConfig) if hasattr(args, f.name)}
     if args.resume:
         first = Path(args.out) / f"seed-{args.seeds[0]}" if args.seeds else Path(args.out)
@@ -157,13 +170,14 @@ def _train(args) -> int:
 
 def _eval(args) -> int:
     model, config, step = load_model(args.checkpoint, args.device)
+    folder = Path(args.checkpoint) if Path(args.checkpoint).is_dir() else Path(args.checkpoint).parent
     if config.task != args.task:
         raise ValueError(f"{args.checkpoint} is a {config.task} run; 'eval {args.task}' needs a {args.task} run")
     config = dataclasses.replace(config, data_dir=args.data_dir or config.data_dir)
     task = TASKS[config.task].from_config(config, args.device)
     scores = task.evaluate(model, args.split, batch_size=args.batch)
     if args.record:
-        RunFolder(Path(args.checkpoint).parent).record_eval({**scores, "eval_step": step, "eval_batch": args.batch})
+        RunFolder(folder).record_eval({**scores, "eval_step": step, "eval_batch": args.batch})
     print(json.dumps({"checkpoint": str(Path(args.checkpoint)), "step": step, **scores}))
     return 0
 
@@ -171,7 +185,17 @@ def _eval(args) -> int:
 def _compare(args) -> int:
     from .results import comparison_tables, load_summary
 
-    print(comparison_tables([load_summary(p) for p in args.summaries]))
+    paths = []
+    for given in map(Path, args.summaries):
+        if given.is_dir():
+            found = sorted(given.rglob("summary.json"))
+            if not found:
+                raise FileNotFoundError(f"{given} is a folder with no summary.json below it; give summary files "
+                                        f"(e.g. results/copy/*.json) or run folders")
+            paths += found
+        else:
+            paths.append(given)
+    print(comparison_tables([{**load_summary(p), "path": str(p)} for p in paths]))
     return 0
 
 
@@ -186,9 +210,10 @@ def _methods(args) -> int:
 def _certify(args) -> int:
     from .notebook.certificate import certify
 
-    page = certify(args.method, args.out, cell=args.cell, plugin=args.plugin, profile=args.profile)
+    page, verdict = certify(args.method, args.out, cell=args.cell, plugin=args.plugin, profile=args.profile)
+    print(verdict["summary"])
     print(f"certificate written to {page}")
-    return 0
+    return 0 if verdict["passed"] else EXIT_FAILED_CERTIFICATE
 
 
 COMMANDS = {"train": _train, "eval": _eval, "compare": _compare, "methods": _methods, "certify": _certify}

@@ -36,14 +36,32 @@ def loglog_slope(xs, ys) -> float:
 def state_bytes(est) -> int:
     """Bytes of the memory an estimator keeps between steps: the cell state, the influence estimate
     and any work buffers it reuses (held directly or in a tuple or list; each storage counted once,
-    so a view into a buffer adds nothing)."""
+    so a view into a buffer adds nothing). Works on the meta device too (sizes without memory)."""
     storages = {}
     for value in vars(est).values():
         for t in value if isinstance(value, (tuple, list)) else (value,):
             if isinstance(t, torch.Tensor):
                 storage = t.untyped_storage()
-                storages[storage.data_ptr()] = storage.nbytes()
+                # meta storages have no address: the storage object itself tells them apart
+                key = storage._cdata if t.device.type == "meta" else storage.data_ptr()
+                storages[key] = storage.nbytes()
     return sum(storages.values())
+
+
+def run_memory(method: str, cell: str, input_size: int, output_size: int, hidden_size: int, batch_size: int,
+               task_bytes: int = 0) -> dict:
+    """About how many bytes a training run holds, by part: the estimator's state between steps
+    (:func:`state_bytes`) counted twice, as a step builds the next state before the old one goes;
+    the model's parameters four times (weights, gradients, Adam's two moments); the task's buffers.
+    The model and estimator are laid out on torch's meta device: nothing is allocated, so a size
+    far beyond the machine is measured in milliseconds. Full BPTT's graph of a sequence is not
+    counted (it grows with the sequence, not with the state)."""
+    with torch.device("meta"):
+        model = RecurrentModel(make_cell(cell, input_size, hidden_size), output_size)
+        est = make_estimator(method, model, batch_size, seed=0)  # a seed: no draw from torch's generator
+    params = sum(p.numel() * p.element_size() for p in model.parameters())
+    parts = {"estimator_state": 2 * state_bytes(est), "model_and_adam": 4 * params, "task_buffers": task_bytes}
+    return {**parts, "total": sum(parts.values())}
 
 
 def sync(device) -> None:

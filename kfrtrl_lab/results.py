@@ -113,10 +113,45 @@ def run_group(summary: dict) -> str:
     return f"{c['method']}{cell} n={c['hidden']} B={c['batch']}{clip}" + "".join(f", {o}" for o in other)
 
 
-def group_by_configuration(summaries: list[dict]) -> dict[str, list[dict]]:
-    groups: dict[str, list[dict]] = {}
+#: statuses of runs whose curves are averaged with their seeds; the others are shown apart
+COMPLETE = ("finished", "stopped")
+
+
+def run_identity(summary: dict) -> str:
+    """What makes two summaries one run: its configuration, seed included, without the settings of a
+    session (steps, threads, device, ...), which a resumed run may change."""
+    from .train import EXECUTION_SETTINGS
+
+    return json.dumps({k: v for k, v in summary["config"].items() if k not in EXECUTION_SETTINGS}, sort_keys=True,
+                      default=str)
+
+
+def distinct_runs(summaries: list[dict]) -> tuple[list[dict], list[str]]:
+    """One summary per run (the furthest, when the same run was given twice: the same file, a copy,
+    an earlier summary of it), in the order given; and a note for each one left out."""
+    kept: dict[str, dict] = {}
+    notes = []
     for s in summaries:
-        groups.setdefault(run_group(s), []).append(s)
+        key = run_identity(s)
+        other = kept.get(key)
+        if other is None:
+            kept[key] = s
+            continue
+        first, second = (other, s) if other["steps_done"] >= s["steps_done"] else (s, other)
+        kept[key] = first
+        notes.append(f"{second.get('path', 'a summary')} left out: the same run (seed {s['config']['seed']}) as "
+                     f"{first.get('path', 'another summary')}, which got as far or further")
+    return list(kept.values()), notes
+
+
+def group_by_configuration(summaries: list[dict]) -> dict[str, list[dict]]:
+    """The runs of each configuration (:func:`run_group`), each run once (:func:`distinct_runs`);
+    diverged and interrupted runs form groups of their own ("… [diverged]"), so that they never
+    enter the bands of the runs that completed."""
+    groups: dict[str, list[dict]] = {}
+    for s in distinct_runs(summaries)[0]:
+        status = s.get("status", "finished")
+        groups.setdefault(run_group(s) + ("" if status in COMPLETE else f" [{status}]"), []).append(s)
     return {k: sorted(v, key=lambda s: s["config"]["seed"]) for k, v in groups.items()}
 
 
@@ -186,9 +221,12 @@ def comparison_table(summaries: list[dict], task: str) -> str:
 
 
 def comparison_tables(summaries: list[dict]) -> str:
-    """One markdown table per task present in ``summaries``."""
+    """One markdown table per task present in ``summaries``, then a line for each summary left out
+    as a duplicate of another run's."""
     tasks = dict.fromkeys(s["config"]["task"] for s in summaries)
-    return "\n".join(f"\n### {task}\n\n{comparison_table(summaries, task)}" for task in tasks)
+    notes = distinct_runs(summaries)[1]
+    return "\n".join([f"\n### {task}\n\n{comparison_table(summaries, task)}" for task in tasks]
+                     + ([""] + [f"- {note}" for note in notes] if notes else []))
 
 
 def benchmark_rows(path: str | Path, device: str = "cpu") -> list[dict]:

@@ -4,6 +4,9 @@
     metrics.jsonl     one JSON line every ``log_every`` steps (and at every evaluation)
     checkpoint.pt     written atomically (temporary file + rename): never half a checkpoint
     summary.json      RunSummary: run info, status, costs and the thinned curves (what results/ keeps)
+    run.lock          while a process owns the run: its owner id, host and PID (:class:`RunLock`)
+
+A folder holds one run: a new run needs an empty or absent folder, and a running one holds the lock.
 """
 
 from __future__ import annotations
@@ -12,14 +15,16 @@ import dataclasses
 import json
 import os
 import platform
+import socket
 import subprocess
 import sys
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
 
-CHECKPOINT, METRICS, INFO, SUMMARY = "checkpoint.pt", "metrics.jsonl", "run.json", "summary.json"
+CHECKPOINT, METRICS, INFO, SUMMARY, LOCK = "checkpoint.pt", "metrics.jsonl", "run.json", "summary.json", "run.lock"
 STATUSES = ("finished", "stopped", "interrupted", "diverged")
 
 
@@ -109,46 +114,253 @@ def command_line() -> str:
 
 
 def atomic_write_text(text: str, path: Path) -> None:
+    _atomic_write(path, lambda tmp: tmp.write_text(text))
+
+
+def _atomic_write(path: Path, write) -> None:
+    """``write(tmp)`` then rename over ``path``: readers see the old file or the new one, never half
+    of one; a failed write (disk full, no permission) removes its temporary file."""
     tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(text)
-    os.replace(tmp, path)
+    try:
+        write(tmp)
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+
+
+class RunLocked(FileExistsError):
+    """The run folder is owned by another live process."""
+
+
+class RunLock:
+    """Ownership of a run folder: the file ``run.lock`` (created exclusively) names the owner id, host
+    and PID of the process that runs it, and is removed when the run ends.
+
+    ``owner`` identifies the run's owner across processes (default ``host:pid``): a requeued job
+    that passes the same owner id (e.g. ``slurm-<job id>``) takes its folder back. A lock left by a
+    process that no longer runs on this host is stale: it is taken over, with a message. A lock of
+    another host cannot be checked from here and is refused, naming its owner.
+
+        with RunLock(folder, owner=f"slurm-{job_id}"):
+            ...
+    """
+
+    #: a lock file still empty after this long was left by a process that died while writing it
+    EMPTY_GRACE_S = 10.0
+    #: the lock files this process holds now (a lock naming this process but not in here was left
+    #: by a run of this process that ended without giving it back, e.g. in a notebook kernel)
+    _held_here: set = set()
+
+    def __init__(self, folder: str | os.PathLike, owner: str | None = None):
+        self.folder = Path(folder)
+        self.path = self.folder / LOCK
+        self.host, self.pid = socket.gethostname(), os.getpid()
+        self.owner = owner or f"{self.host}:{self.pid}"
+        self.held = False
+
+    def acquire(self) -> "RunLock":
+        """Take the folder (which must exist); RunLocked if another live process holds it."""
+        record = json.dumps({"owner": self.owner, "host": self.host, "pid": self.pid,
+                             "since": time.strftime("%Y-%m-%dT%H:%M:%S%z")})
+        for _ in range(3):  # a stale lock removed, or lost to another process taking it first
+            try:
+                fd = os.open(self.path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
+            except FileExistsError:
+                holder = self.holder()
+                if holder is not None and holder.get("owner") == self.owner:
+                    _atomic_write(self.path, lambda tmp: tmp.write_text(record))  # our own job, requeued
+                    self._take()
+                    return self
+                reason = self._stale(holder)
+                if reason is None:
+                    raise RunLocked(f"{self.folder} is in use by another run ({self._describe(holder)}); wait for it "
+                                    f"to end or choose another --out (if that run is known to be over, delete "
+                                    f"{self.path})") from None
+                print(f"note: {self.path}: {reason}; taking the run folder over", file=sys.stderr)
+                self.path.unlink(missing_ok=True)
+                continue
+            except PermissionError as err:
+                raise PermissionError(f"cannot write in the run folder {self.folder} ({err.strerror}); "
+                                      f"choose another --out") from None
+            with os.fdopen(fd, "w") as f:
+                f.write(record)
+            self._take()
+            return self
+        raise RunLocked(f"{self.folder}: could not take {self.path} (other processes keep taking it)")
+
+    def _take(self) -> None:
+        self.held = True
+        RunLock._held_here.add(str(self.path.resolve()))
+
+    def release(self) -> None:
+        """Remove the lock if this process still holds it."""
+        if self.held:
+            holder = self.holder()
+            if holder is not None and holder.get("owner") == self.owner and holder.get("pid") == self.pid:
+                self.path.unlink(missing_ok=True)
+            RunLock._held_here.discard(str(self.path.resolve()))
+            self.held = False
+
+    def holder(self) -> dict | None:
+        """The lock's record, or None when there is no lock or it is not readable JSON."""
+        try:
+            data = json.loads(self.path.read_text())
+        except (OSError, ValueError):
+            return None
+        return data if isinstance(data, dict) else None
+
+    def _stale(self, holder: dict | None) -> str | None:
+        """Why the present lock belongs to nobody (None: it may be live)."""
+        if holder is None:
+            try:
+                age = time.time() - self.path.stat().st_mtime
+            except FileNotFoundError:
+                return "the lock was just released"
+            # created but never written: a process died between the two (or is writing it right now)
+            return f"an unreadable lock file {age:.0f} s old" if age > self.EMPTY_GRACE_S else None
+        if holder.get("host") != self.host or not isinstance(holder.get("pid"), int):
+            return None
+        if holder["pid"] == self.pid:
+            return (None if str(self.path.resolve()) in RunLock._held_here else
+                    "left by an earlier run of this process that did not give it back")
+        try:
+            os.kill(holder["pid"], 0)
+        except ProcessLookupError:
+            return f"left by process {holder['pid']} (owner {holder.get('owner')}), which no longer runs"
+        except PermissionError:  # the PID exists but belongs to another user
+            return None
+        return None
+
+    @staticmethod
+    def _describe(holder: dict | None) -> str:
+        if holder is None:
+            return "a lock file being written"
+        return f"owner {holder.get('owner')}, host {holder.get('host')}, PID {holder.get('pid')}, since " \
+               f"{holder.get('since')}"
+
+    def __enter__(self) -> "RunLock":
+        return self.acquire()
+
+    def __exit__(self, *exc) -> None:
+        self.release()
+
+
+def read_checkpoint(path: str | os.PathLike, map_location=None) -> dict:
+    """A run's checkpoint (the file, or the run folder holding ``checkpoint.pt``); ValueError with
+    the file's name for anything else: a folder without one, an empty, truncated or foreign file."""
+    path = Path(path)
+    if path.is_dir():
+        if not (path / CHECKPOINT).is_file():
+            raise FileNotFoundError(f"{path} is a folder without a {CHECKPOINT}; give a run's checkpoint.pt "
+                                    f"or its run folder")
+        path = path / CHECKPOINT
+    if not path.is_file():
+        raise FileNotFoundError(f"no checkpoint at {path}")
+    try:
+        state = torch.load(path, map_location=map_location, weights_only=False)
+    except PermissionError:
+        raise
+    except Exception as err:  # noqa: BLE001  (torch.load fails in many ways on a bad file: pickle, zip, EOF, runtime)
+        reason = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        raise ValueError(f"{path} is not a readable checkpoint ({reason}); it may be empty, truncated or "
+                         f"not a checkpoint.pt written by a run") from None
+    if not isinstance(state, dict) or not {"config", "model", "step"} <= set(state):
+        raise ValueError(f"{path} is not a run's checkpoint (it lacks the config, model and step a run saves)")
+    return state
 
 
 class RunFolder:
     """The files of one run in ``path``."""
 
     def __init__(self, path: str | os.PathLike):
+        if str(path) == "":  # Path("") is the current folder: a run would spill its files there
+            raise ValueError("the run folder (--out) is an empty string; give a folder path")
         self.path = Path(path)
         self.checkpoint = self.path / CHECKPOINT
         self.metrics = self.path / METRICS
 
     def check_new(self) -> None:
-        """Refuse a folder that already holds a run."""
-        if self.checkpoint.exists():
-            raise FileExistsError(f"{self.path} already holds a run; pass resume=True (--resume) or choose "
-                                  f"another folder")
+        """Refuse a folder that is not empty (a run's lock file aside): a new run never writes over
+        files, whether or not they include a checkpoint."""
+        if self.path.exists() and not self.path.is_dir():
+            raise FileExistsError(f"{self.path} is a file; a run folder (--out) must be a folder")
+        present = sorted(p.name for p in self.path.iterdir() if p.name != LOCK) if self.path.is_dir() else []
+        if present:
+            shown = ", ".join(present[:5]) + (f" and {len(present) - 5} more" if len(present) > 5 else "")
+            raise FileExistsError(f"{self.path} is not empty ({shown}): continue its run with --resume "
+                                  f"(resume=True), or choose another --out (a new run needs an empty or absent folder)")
 
-    def create(self) -> None:
-        """Start a new run here; refuses a folder that already holds one."""
+    def create(self, lock: RunLock | None = None) -> RunLock:
+        """Take this folder for a new run: made, locked (``lock``, or one for this process), then
+        checked empty — in that order, so two runs started into one folder cannot both pass. Nothing
+        is written yet (:meth:`start` does), so a run that fails to start leaves no file behind."""
         self.check_new()
         self.path.mkdir(parents=True, exist_ok=True)
+        lock = (lock or RunLock(self.path)).acquire()
+        try:
+            self.check_new()
+        except BaseException:
+            lock.release()
+            raise
+        return lock
+
+    def start(self, info: RunInfo) -> None:
+        """The first files of a new run (in a folder taken with :meth:`create`)."""
         self.metrics.write_text("")
+        self.write_info(info)
+
+    def give_up(self, lock: RunLock) -> None:
+        """A new run that failed before its first file: its lock goes, and the folder if it is empty."""
+        lock.release()
+        try:
+            self.path.rmdir()
+        except OSError:  # not empty (or not ours to remove): left as it is
+            pass
+
+    def open(self, lock: RunLock | None = None) -> RunLock:
+        """Take an existing run's folder (for ``--resume``): locked, and holding a checkpoint."""
+        if not self.checkpoint.exists():
+            raise FileNotFoundError(f"--resume: no checkpoint at {self.checkpoint}")
+        return (lock or RunLock(self.path)).acquire()
 
     def load_checkpoint(self, map_location=None) -> dict:
         if not self.checkpoint.exists():
             raise FileNotFoundError(f"--resume: no checkpoint at {self.checkpoint}")
-        return torch.load(self.checkpoint, map_location=map_location, weights_only=False)
+        return read_checkpoint(self.checkpoint, map_location)
 
     def save_checkpoint(self, state: dict) -> None:
-        tmp = self.checkpoint.with_name(self.checkpoint.name + ".tmp")
-        torch.save(state, tmp)
-        os.replace(tmp, self.checkpoint)
+        _atomic_write(self.checkpoint, lambda tmp: torch.save(state, tmp))
 
     def read_metrics(self, upto_step: int | None = None) -> list[dict]:
         if not self.metrics.exists():
             return []
-        rows = [json.loads(line) for line in self.metrics.read_text().splitlines() if line.strip()]
+        rows = []
+        for number, line in enumerate(self.metrics.read_text().splitlines(), 1):
+            if not line.strip():
+                continue
+            try:
+                row = json.loads(line)
+            except ValueError as err:
+                raise ValueError(f"{self.metrics}, line {number}: not a JSON metrics row ({err})") from None
+            if not isinstance(row, dict) or not isinstance(row.get("step"), int):
+                raise ValueError(f"{self.metrics}, line {number}: a metrics row needs an integer 'step', got {line[:80]!r}")
+            rows.append(row)
         return [r for r in rows if upto_step is None or r["step"] <= upto_step]
+
+    def check_metrics(self, step: int, log_every: int) -> None:
+        """Refuse to continue a run whose log lost rows before ``step``: the curve would have a gap
+        that nothing in the summary shows (e.g. metrics.jsonl deleted)."""
+        expected = set(range(log_every, step + 1, log_every))
+        if not expected:
+            return
+        if not self.metrics.exists():
+            raise FileNotFoundError(f"--resume: {self.metrics} is missing, but the checkpoint is at step {step}: "
+                                    f"the run's curve up to there is lost; restore the file, or start a new run")
+        missing = sorted(expected - {r["step"] for r in self.read_metrics(upto_step=step)})
+        if missing:
+            raise ValueError(f"--resume: {self.metrics} lacks the rows of {len(missing)} logged steps before the "
+                             f"checkpoint's step {step} (first: {missing[0]}): restore the file, or start a new run")
 
     def truncate_metrics(self, step: int) -> None:
         """Drop the lines logged after ``step`` (a resumed run computes those steps again)."""
@@ -164,6 +376,12 @@ class RunFolder:
                       max_points: int = 400) -> dict:
         """summary.json: :meth:`summary`, written."""
         data = self.summary(status, wall_s, steps, extras, max_points)
+        try:  # what eval --record and a person added to an earlier summary stays
+            earlier = load_summary(self.path / SUMMARY)
+        except (OSError, ValueError):
+            earlier = {}
+        data["final_eval"] = {**earlier.get("final_eval", {}), **data["final_eval"]}
+        data["note"] = data["note"] if data["note"] is not None else earlier.get("note")
         atomic_write_text(json.dumps(data, indent=1), self.path / SUMMARY)
         return data
 

@@ -30,7 +30,12 @@ def test_certify_a_toy_estimator_from_a_plugin_file(tmp_path, capsys):
     assert main(["certify", "toy-noisy-rtrl", "--plugin", str(plugin), "--cell", "tanh", "--profile", "quick",
                  "--out", str(out)]) == 0
     page = out / "certificate-toy-noisy-rtrl-tanh.html"
-    assert page.exists() and str(page) in capsys.readouterr().out
+    printed = capsys.readouterr().out
+    assert page.exists() and str(page) in printed
+    # the verdict and its numbers are printed, and kept as JSON for a script
+    assert "CERTIFICATE toy-noisy-rtrl on tanh: unbiased (0 of" in printed and "coordinates outside the z-bound" in printed
+    verdict = json.loads((out / "certificate-toy-noisy-rtrl-tanh.json").read_text())
+    assert verdict["passed"] is True and verdict["outcome"] == "unbiased"
     executed = json.loads((out / "certificate-toy-noisy-rtrl-tanh.ipynb").read_text())
     text = "".join("".join(o.get("text", "")) for c in executed["cells"] for o in c.get("outputs", []))
     assert "unbiased: True" in text and "CERTIFICATE toy-noisy-rtrl on tanh: unbiased" in text

@@ -38,6 +38,8 @@ class Estimator:
     name: str = ""
     #: True when the gradient is a random variable (different seeds, different estimates).
     stochastic: bool = False
+    #: True when the method claims the exact gradient (RTRL, full BPTT): its certificate fails if not.
+    exact: bool = False
     #: Per-lane tensors besides the cell state (the influence estimate): zeroed at a reset, saved
     #: by :meth:`state_dict`.
     lane_state: tuple[str, ...] = ()

@@ -22,6 +22,7 @@ class BPTT(Estimator):
     """Full BPTT: the gradient is written only by :meth:`flush` (at the end of the sequence)."""
 
     name = "bptt"
+    exact = True
     flushes_at_sequence_end = True
     capturable = False  # the fast path runs BPTT windows uncaptured (their autograd graph is rebuilt each time)
 
@@ -89,6 +90,7 @@ class TruncatedBPTT(BPTT):
     """BPTT in windows of k steps: a backward pass and a detach at the end of every window."""
 
     name = "tbptt-<k>"
+    exact = False  # a truncation: biased by design
     flushes_at_sequence_end = False
 
     def __init__(self, model, batch_size, k: int, **kwargs):

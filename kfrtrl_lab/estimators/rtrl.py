@@ -17,6 +17,7 @@ from .registry import register_method
 @register_method
 class RTRL(Estimator):
     name = "rtrl"
+    exact = True
     lane_state = ("influence",)
 
     def _init_influence(self):

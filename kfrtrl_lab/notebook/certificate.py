@@ -1,8 +1,11 @@
 """``python -m kfrtrl_lab certify <method>``: the certificate notebook (``certificate.ipynb`` beside
-this file) executed for one estimator with papermill and rendered to an offline HTML page."""
+this file) executed for one estimator with papermill and rendered to an offline HTML page, with its
+verdict beside it as JSON (``certificate-METHOD-CELL.json``: the outcome, whether it passed, and the
+numbers it rests on)."""
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 from ..cells import check_cell_name
@@ -13,9 +16,11 @@ NOTEBOOK = Path(__file__).with_name("certificate.ipynb")
 
 
 def certify(method: str, out: str | Path = "certificates", cell: str = "rhn", plugin: str | None = None,
-            profile: str = "full", **parameters) -> Path:
+            profile: str = "full", **parameters) -> tuple[Path, dict]:
     """Execute the certificate for ``method`` (registered here, or by the file ``plugin``) into
-    ``out``; returns the HTML page. Names are checked before the notebook starts."""
+    ``out``; returns the HTML page and the verdict (``passed``: False for a stochastic method that
+    fails the unbiasedness test, or a deterministic one that claims to be exact and is not;
+    ``summary``: the verdict and its numbers in one line). Names are checked before the notebook starts."""
     import papermill
 
     if profile not in PROFILES:
@@ -31,4 +36,5 @@ def certify(method: str, out: str | Path = "certificates", cell: str = "rhn", pl
     papermill.execute_notebook(str(NOTEBOOK), str(executed), kernel_name="python3", progress_bar=False, cwd=str(out),
                                parameters={"method": method, "cell": cell, "plugin": plugin, "profile": profile,
                                            **parameters})
-    return to_html(executed, out)
+    page = to_html(executed, out)
+    return page, json.loads((out / f"certificate-{method}-{cell}.json").read_text())

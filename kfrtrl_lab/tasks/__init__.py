@@ -4,7 +4,7 @@ line in :data:`TASKS` (or :func:`register_task`)."""
 
 from __future__ import annotations
 
-from .base import Task
+from .base import EvaluationStopped, Task
 from .copy import CopyTask
 from .ptb import PTBTask
 
@@ -21,4 +21,4 @@ def check_task_name(name: str) -> None:
         raise ValueError(f"unknown task {name!r}; known tasks: {', '.join(TASKS)}")
 
 
-__all__ = ["Task", "CopyTask", "PTBTask", "TASKS", "register_task", "check_task_name"]
+__all__ = ["EvaluationStopped", "Task", "CopyTask", "PTBTask", "TASKS", "register_task", "check_task_name"]

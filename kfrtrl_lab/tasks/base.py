@@ -2,7 +2,17 @@
 
 from __future__ import annotations
 
+import math
+
 import torch
+
+#: a logged loss this many times an untrained model's (a uniform guess: log2 of the classes) is a
+#: diverged run's, even when every number is finite
+DIVERGENCE_FACTOR = 10
+
+
+class EvaluationStopped(Exception):
+    """An evaluation was cut short by a stop request (Ctrl-C): it has no result."""
 
 
 class Task:
@@ -22,6 +32,19 @@ class Task:
     evaluates: bool = False
     input_size: int
     output_size: int
+    #: the RunConfig fields only this task reads (a run of another task refuses them)
+    options: tuple[str, ...] = ()
+
+    @property
+    def divergence_bits(self) -> float:
+        """A logged loss above this (DIVERGENCE_FACTOR times an untrained model's: a uniform guess,
+        log2 of the classes) on several lines in a row means the run has diverged."""
+        return DIVERGENCE_FACTOR * math.log2(self.output_size)
+
+    @classmethod
+    def buffer_bytes(cls, config) -> int:
+        """About how many bytes the task holds for a run of ``config`` (data, lanes' positions)."""
+        return 0
 
     @classmethod
     def check_config(cls, config, aligned: bool = False) -> None:
@@ -52,7 +75,9 @@ class Task:
         """Task-specific numbers for the metrics line (e.g. the curriculum's T_max)."""
         return {}
 
-    def evaluate(self, model, split: str = "valid", batch_size: int = 32) -> dict:
+    def evaluate(self, model, split: str = "valid", batch_size: int = 32, stop=None) -> dict:
+        """Scores on held-out data; ``stop``: a callable polled as the pass goes, which raises
+        :class:`EvaluationStopped` when it returns True (a long pass must not delay a Ctrl-C)."""
         return {}
 
     def finish(self, model) -> dict:

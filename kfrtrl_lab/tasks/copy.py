@@ -86,6 +86,10 @@ class CopyTask(Task):
         self.sequence = torch.full((B,), -1, dtype=torch.long, device=dev)  # how many sequences a lane began
 
     @classmethod
+    def buffer_bytes(cls, config) -> int:
+        return 8 * 8 * config.batch  # a few int64 per lane (lengths, positions, counters, hash rows)
+
+    @classmethod
     def from_config(cls, config, device, aligned: bool = False) -> "CopyTask":
         return cls(config.batch, seed=config.seed, device=device, synchronous=aligned)
 

@@ -9,11 +9,13 @@
 from __future__ import annotations
 
 import math
+from pathlib import Path
 
 import torch
 
-from .base import Task
+from .base import EvaluationStopped, Task
 from .ptb_data import PTB_FILES, TOKEN_LAYOUTS, Vocabulary, load_ptb
+
 
 def stream_batches(ids: torch.Tensor, batch_size: int) -> torch.Tensor:
     """Lay the text out as ``batch_size`` contiguous streams, evenly spaced through it.
@@ -32,6 +34,8 @@ def stream_batches(ids: torch.Tensor, batch_size: int) -> torch.Tensor:
 
 
 STREAM_LAYOUTS = ("contiguous", "staggered")
+#: steps of an evaluation pass between two looks at a stop request (a step costs far more than the look)
+STOP_POLL = 16
 
 
 class PTBStream:
@@ -135,13 +139,15 @@ class PTBStream:
 
 
 @torch.no_grad()
-def evaluate_bpc(model, ids: torch.Tensor, batch_size: int = 32, device: torch.device | str | None = None) -> float:
+def evaluate_bpc(model, ids: torch.Tensor, batch_size: int = 32, device: torch.device | str | None = None,
+                 stop=None) -> float:
     """Bits per character of ``model`` (a :class:`~kfrtrl_lab.RecurrentModel`) on ``ids``.
 
     The text is split into ``batch_size`` contiguous streams (:func:`stream_batches`), each run
     from h = 0 with its state carried to the end (no resets). BPC = mean cross-entropy over all
     predicted characters (the L - 1 successors in every stream) / ln 2. ``device`` defaults to
-    the model's; the model itself is not moved.
+    the model's; the model itself is not moved. ``stop``: a callable polled every
+    ``STOP_POLL`` steps; when it returns True the pass ends with :class:`EvaluationStopped`.
     """
     weight = model.cell.weight
     device = weight.device if device is None else torch.device(device)
@@ -158,6 +164,8 @@ def evaluate_bpc(model, ids: torch.Tensor, batch_size: int = 32, device: torch.d
     # Summed in float64: a float32 running sum over ~10^5 steps would lose digits.
     total = torch.zeros((), dtype=torch.float64, device=device)
     for t in range(length - 1):
+        if stop is not None and t % STOP_POLL == 0 and stop():
+            raise EvaluationStopped(f"evaluation stopped at step {t} of {length - 1}")
         state = cell(one_hot[data[:, t]], state)
         total += model.lane_losses(cell.hidden(state), data[:, t + 1]).sum(dtype=torch.float64)
     return total.item() / (n_lanes * (length - 1)) / math.log(2)
@@ -195,7 +203,13 @@ class PTBTask(Task):
     name = "ptb"
     defaults = {"hidden": 256, "batch": 32}
     evaluates = True
+    options = ("reset_every", "eval_every", "eval_batch", "data_dir", "stream_layout", "tokens")
     SAMPLE = {"length": 400, "prime": "the_", "temperature": 1.0, "seed": 0}
+    #: the vocabulary of character-level PTB (either token layout): the sizes a run is planned with
+    #: before its data load (the loaded vocabulary sets the instance's)
+    input_size = output_size = 50
+    #: symbols in the three splits (about 5.6M; each an int64 id, the training text also kept as one-hot rows' ids)
+    TOKENS = 5_700_000
 
     def __init__(self, batch_size: int, reset_every: int | None = 100, data_dir=None, device="cpu",
                  dtype: torch.dtype = torch.float32, layout: str = "contiguous", tokens: str = "plain"):
@@ -205,11 +219,27 @@ class PTBTask(Task):
         self.stream = PTBStream(self.data.train, batch_size, self.vocab_size, reset_every, device, dtype, layout)
 
     @classmethod
+    def buffer_bytes(cls, config) -> int:
+        # the ids of the splits and a copy of the training text on the device, plus the token
+        # strings while they are read (about 60 bytes each in Python lists)
+        return cls.TOKENS * (8 + 8 + 60)
+
+    @classmethod
     def check_config(cls, config, aligned: bool = False) -> None:
         if config.stream_layout not in STREAM_LAYOUTS:
             raise ValueError(f"stream_layout must be one of {STREAM_LAYOUTS}, got {config.stream_layout!r}")
         if config.tokens not in TOKEN_LAYOUTS:
             raise ValueError(f"tokens must be one of {TOKEN_LAYOUTS}, got {config.tokens!r}")
+        if config.data_dir is not None:
+            # only the default cache folder is created here: a mistyped --data-dir must not grow a
+            # folder tree and a download (find_ptb creates the folder it is given)
+            folder = Path(config.data_dir).expanduser()
+            if not folder.exists():
+                raise ValueError(f"--data-dir {config.data_dir}: no such folder; create it (the data are then "
+                                 f"downloaded into it) or correct the path")
+            if not folder.is_dir():
+                raise ValueError(f"--data-dir {config.data_dir} is a file; give the folder that holds "
+                                 f"{', '.join(PTB_FILES.values())}")
         if aligned and (config.reset_every is None or config.stream_layout != "contiguous"):
             raise ValueError(f"method {config.method!r} writes its gradient at the end of a sequence: on ptb "
                              f"that is a reset, so give --reset-every N with the contiguous stream layout "
@@ -239,10 +269,10 @@ class PTBTask(Task):
     def metrics(self) -> dict:
         return {"epoch": round(self.stream.epoch_fraction, 4)}
 
-    def evaluate(self, model, split: str = "valid", batch_size: int = 32) -> dict:
+    def evaluate(self, model, split: str = "valid", batch_size: int = 32, stop=None) -> dict:
         if split not in PTB_FILES:
             raise ValueError(f"split must be one of {sorted(PTB_FILES)}, got {split!r}")
-        return {f"{split}_bpc": evaluate_bpc(model, self.data[split], batch_size=batch_size)}
+        return {f"{split}_bpc": evaluate_bpc(model, self.data[split], batch_size=batch_size, stop=stop)}
 
     def finish(self, model) -> dict:
         """Text sampled from the trained model (kept in the run summary)."""

@@ -82,6 +82,9 @@ def find_ptb(data_dir: str | os.PathLike | None = None, url: str = PTB_URL) -> P
     :class:`PTBChecksumError` when a file on disk or in the archive has the wrong SHA-256.
     """
     folder = resolve_ptb_dir(data_dir)
+    if folder.exists() and not folder.is_dir():
+        raise PTBNotFoundError(f"{folder} is a file, not a folder: the PTB data folder (--data-dir, "
+                               f"${ENV_VAR}) must be the folder that holds {', '.join(PTB_FILES.values())}")
     missing = [name for name in PTB_FILES.values() if not (folder / name).is_file()]
     if missing:
         try:
@@ -93,31 +96,34 @@ def find_ptb(data_dir: str | os.PathLike | None = None, url: str = PTB_URL) -> P
             # URLError, refused connections and timeouts are all OSError; a cut-off download
             # surfaces as a tar/gzip error.
             from_env = data_dir is None and bool(os.environ.get(ENV_VAR))
-            raise PTBNotFoundError(_how_to_get(folder, url, f"{type(exc).__name__}: {exc}", from_env)) from exc
+            raise PTBNotFoundError(_how_to_get(folder, url, f"{type(exc).__name__}: {exc}", missing, from_env)) from exc
     for name in PTB_FILES.values():
         _verified_bytes(folder / name, url)
     return folder
 
 
-def _how_to_get(folder: Path, url: str, reason: str, from_env: bool = False) -> str:
-    names = "\n".join(f"    {name}" for name in PTB_FILES.values())
+def _how_to_get(folder: Path, url: str, reason: str, missing: list[str], from_env: bool = False) -> str:
+    """One line: the files missing (only those), where, why they could not be fetched, what to do."""
     return (
-        f"Character-level Penn Treebank files are missing from {folder} and could not be "
-        f"downloaded from {url} ({reason}).\n"
-        f"Put these three files (simple-examples/data/ptb.char.*.txt inside {url}):\n{names}\n"
-        f"into the folder {folder}\n"
+        f"character-level Penn Treebank: {', '.join(missing)} missing from {folder} and could not be "
+        f"downloaded from {url} ({reason}); put {'it' if len(missing) == 1 else 'them'} there (from "
+        f"simple-examples/data/ in that archive) "
         + (f"(that folder comes from the environment variable {ENV_VAR}), " if from_env else
            f"or set the environment variable {ENV_VAR} to a folder that holds them, ")
-        + "or point to such a folder with --data-dir on the command line (data_dir= in Python)."
+        + "or point to such a folder with --data-dir on the command line (data_dir= in Python)"
     )
 
 
 def _verified_bytes(path: Path, url: str = PTB_URL) -> bytes:
     """The file's contents, after checking its SHA-256 (or finding it in the cache)."""
-    with open(path, "rb") as f:
-        data = f.read()
-        # fstat on the open file, so the cache key describes the bytes actually read.
-        st = os.fstat(f.fileno())
+    try:
+        with open(path, "rb") as f:
+            data = f.read()
+            # fstat on the open file, so the cache key describes the bytes actually read.
+            st = os.fstat(f.fileno())
+    except PermissionError as err:
+        raise PermissionError(f"{path} cannot be read ({err.strerror}): give the PTB files read permission "
+                              f"for this user, or use a copy with --data-dir") from None
     key = (str(path.resolve()), st.st_size, st.st_mtime_ns)
     if key not in _VERIFIED:
         expected, actual = PTB_SHA256[path.name], hashlib.sha256(data).hexdigest()
@@ -189,7 +195,8 @@ def _extract(archive: Path, folder: Path, names: list[str], url: str) -> None:
                     )
         absent = [name for name in names if name not in staged]
         if absent:
-            raise PTBNotFoundError(_how_to_get(folder, url, f"the archive has no data/{', data/'.join(absent)}"))
+            raise PTBNotFoundError(_how_to_get(folder, url, f"the archive has no data/{', data/'.join(absent)}",
+                                              absent))
         for name, tmp in staged.items():
             os.replace(tmp, folder / name)
     finally:
