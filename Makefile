@@ -5,7 +5,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 # The pinned CPU build first, so nothing later pulls a multi-GB CUDA torch.
 TORCH_SPEC ?= torch==2.13.0
-EXTRAS ?= test,notebooks,dev
+EXTRAS ?= test,notebooks,dev,cluster
 STAMP := $(VENV)/.installed
 THREADS ?= 2
 

@@ -23,6 +23,7 @@ owner id (``slurm-<job id>``) and so takes its own run back.
 from __future__ import annotations
 
 import dataclasses
+import getpass
 import inspect
 import itertools
 import json
@@ -505,20 +506,21 @@ def run_status(out: str | os.PathLike, run: PlannedRun, queue: dict | None = Non
 
 
 def slurm_queue(records) -> dict:
-    """{job id: (state, node)} from squeue for the Slurm jobs named in ``records``; {} without squeue."""
-    jobs = sorted({str(r["job_id"]) for r in records if r.get("executor") == "slurm" and r.get("job_id")})
+    """{job id: (state, node)} from squeue for the Slurm jobs named in ``records``; {} without squeue.
+    All of this user's jobs, one line per array task (-r), then filtered: ``squeue -j`` fails as a
+    whole when one of the ids has left the queue."""
+    jobs = {str(r["job_id"]) for r in records if r.get("executor") == "slurm" and r.get("job_id")}
     if not jobs:
         return {}
     try:
-        out = subprocess.run(["squeue", "-h", "-t", "all", "-o", "%i %T %N", "-j", ",".join(jobs)],
+        out = subprocess.run(["squeue", "-h", "-r", "-o", "%i %T %N", "-u", getpass.getuser()], check=False,
                              capture_output=True, text=True, timeout=30)
     except (OSError, subprocess.SubprocessError):
         return {}
     queue = {}
     for line in out.stdout.splitlines():
         fields = line.split()
-        if len(fields) >= 2 and fields[1] in ("PENDING", "RUNNING", "CONFIGURING", "COMPLETING", "REQUEUED",
-                                              "REQUEUE_HOLD", "REQUEUE_FED", "SUSPENDED", "RESIZING"):
+        if len(fields) >= 2 and fields[0] in jobs:
             queue[fields[0]] = (fields[1], fields[2] if len(fields) > 2 else "")
     return queue
 
