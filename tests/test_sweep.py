@@ -185,7 +185,7 @@ def test_local_pool_runs_skips_failures_and_resumes_after_ctrl_c(tmp_path):
     assert 0 < states["copy/kf-rtrl-s0"].step < 3000
     assert "run the same command again" in log
 
-    again = subprocess.run(command, env=env, capture_output=True, text=True, timeout=300)
+    again = subprocess.run(command, check=False, env=env, capture_output=True, text=True, timeout=300)
     assert again.returncode == 1, again.stdout + again.stderr  # one run failed
     states = {s.name: s for s in sweep.sweep_status(spec)}
     assert {n: s.state for n, s in states.items()} == {"copy/kf-rtrl-s0": "finished", "copy/uoro-s0": "failed",
@@ -198,7 +198,7 @@ def test_local_pool_runs_skips_failures_and_resumes_after_ctrl_c(tmp_path):
     assert [r["step"] for r in rows] == list(range(10, 3001, 10))  # one curve, no gap, no repeat
 
     (out / "copy" / "uoro-s0" / "notes.txt").unlink()  # the cause fixed: only that run runs now
-    third = subprocess.run(command, env=env, capture_output=True, text=True, timeout=300)
+    third = subprocess.run(command, check=False, env=env, capture_output=True, text=True, timeout=300)
     assert third.returncode == 0, third.stdout + third.stderr
     assert "skip copy/kf-rtrl-s0: finished" in third.stdout and "start copy/uoro-s0" in third.stdout
     assert {s.state for s in sweep.sweep_status(spec)} == {"finished"}
