@@ -381,7 +381,11 @@ def run_one(out: str | os.PathLike, run: PlannedRun, owner: str | None = None, e
 
 
 def _checkpoint_step(folder: Path) -> int | str:
-    """The step of the last metrics line (the checkpoint's step is at or after it); cheap to read."""
+    """The checkpoint's step, cheaply: the summary's when the run stopped cleanly (it is written
+    right after the checkpoint), else the last metrics line's (the checkpoint is at or after it)."""
+    summary = _read_summary(folder)
+    if summary and summary.get("status") in ("interrupted", "stopped", "finished"):
+        return summary["steps_done"]
     rows = RunFolder(folder).read_metrics()
     return rows[-1]["step"] if rows else "?"
 
