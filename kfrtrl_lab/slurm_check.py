@@ -184,6 +184,15 @@ def check(cluster: LocalSlurm, work: Path, say) -> None:
     if len(jobs) != len(spec.runs) or not all(jobs.values()):
         raise CheckFailed(f"not every run was submitted: {jobs}")
 
+    def run_again(expect: str) -> None:
+        """The same command again submits nothing: every run is queued, running or finished."""
+        again = subprocess.run(command, env=env, capture_output=True, text=True, timeout=120, check=False)
+        say("$ (the same command again)\n" + again.stdout.rstrip())
+        if again.returncode != 0 or "nothing to submit" not in again.stdout or again.stdout.count(expect) != len(jobs):
+            raise CheckFailed(f"re-running the sweep should skip every run as {expect!r}: {again.stdout}{again.stderr}")
+
+    run_again("skip ")
+
     # Requeue one job mid-run: as soon as its run has logged its first line. (Suspending the job
     # first would pin it mid-run, but a job requeued while suspended is killed before it can save.)
     # Whether the requeue came mid-run is checked afterwards, from the job's log.
@@ -216,6 +225,7 @@ def check(cluster: LocalSlurm, work: Path, say) -> None:
     status = sweep.sweep_status(spec)
     say("$ python -m kfrtrl_lab sweep status sweeps/smoke.toml --out RUNS")
     say(sweep.status_table(status))
+    run_again(": finished")
     wrong = [f"{s.name}: {s.state} at step {s.step}" for s in status
              if s.state != "finished" or s.step != spec.runs[0].config["steps"]]
     if wrong:
