@@ -489,11 +489,15 @@ def run_status(out: str | os.PathLike, run: PlannedRun, queue: dict | None = Non
     status = RunStatus(run.name, "pending", last.get("step"), value, last.get("steps_per_s"),
                        record.get("host", ""), job)
     done = _done(summary, run.config["steps"])
-    lock = read_lock(folder)
-    queued = (queue or {}).get(job) if record.get("executor") == "slurm" else None
+    lock = read_lock(folder) or {}
+    here = lock.get("host") == socket.gethostname()
+    # Slurm's queue, when it answered, says whether a Slurm job still runs; a lock left on another
+    # host (a node that died) cannot say so
+    by_queue = record.get("executor") == "slurm" and queue is not None
+    queued = queue.get(job) if by_queue else None
     if done:
         status.state, status.step = done, summary["steps_done"]
-    elif lock and _alive(lock.get("host"), lock.get("pid")):
+    elif lock and (here or not by_queue) and _alive(lock.get("host"), lock.get("pid")):
         status.state, status.host = "running", lock.get("host", "")
     elif queued:
         status.state = "running" if queued[0] in ("RUNNING", "COMPLETING") else "pending"
@@ -501,6 +505,10 @@ def run_status(out: str | os.PathLike, run: PlannedRun, queue: dict | None = Non
         status.note = f"queued ({queued[0].lower()})"
     elif record.get("state") == "failed":
         status.state, status.note = "failed", record.get("error") or ""
+    elif by_queue and record.get("state") in ("submitted", "running"):
+        status.state = "failed"
+        status.note = (f"job {job} left the queue before its run ended (killed, out of memory, or out of "
+                       f"requeues?); its log: {Path(out) / '.sweep' / 'submitit'}/{job}_0_log.err")
     elif record.get("state") == "running" and not _alive(record.get("host"), record.get("pid")):
         status.state, status.note = "failed", "its process ended without a word (killed?); run the sweep again"
     elif summary and summary.get("status") in ("interrupted", "stopped"):
@@ -509,8 +517,9 @@ def run_status(out: str | os.PathLike, run: PlannedRun, queue: dict | None = Non
     return status
 
 
-def slurm_queue(records) -> dict:
-    """{job id: (state, node)} from squeue for the Slurm jobs named in ``records``; {} without squeue.
+def slurm_queue(records) -> dict | None:
+    """{job id: (state, node)} from squeue for the Slurm jobs named in ``records`` (those that left
+    the queue are absent); None when squeue does not answer (not a Slurm machine).
     All of this user's jobs, one line per array task (-r), then filtered: ``squeue -j`` fails as a
     whole when one of the ids has left the queue."""
     jobs = {str(r["job_id"]) for r in records if r.get("executor") == "slurm" and r.get("job_id")}
@@ -520,7 +529,9 @@ def slurm_queue(records) -> dict:
         out = subprocess.run(["squeue", "-h", "-r", "-o", "%i %T %N", "-u", getpass.getuser()], check=False,
                              capture_output=True, text=True, timeout=30)
     except (OSError, subprocess.SubprocessError):
-        return {}
+        return None
+    if out.returncode != 0:
+        return None
     queue = {}
     for line in out.stdout.splitlines():
         fields = line.split()
@@ -654,6 +665,11 @@ def run_local(spec: Spec, workers: int | None = None) -> int:
                 log.close()
                 del running[name]
                 outcome[name] = _JOB_STATES.get(code, "failed")
+                if stop["requests"] and code in (-signal.SIGTERM, -signal.SIGINT):
+                    # stopped while starting, before the trainer took over the signal: nothing was
+                    # lost (no step taken since its last checkpoint), the run is simply not done
+                    outcome[name] = "interrupted"
+                    _write_record(spec.out, name, state="interrupted", error=None)
                 if outcome[name] == "failed":
                     _mark_failed(spec.out, name, code, logs / f"{name}.log")
                 print(f"{outcome[name]:<11} {name} (exit {code})", flush=True)

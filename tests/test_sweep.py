@@ -259,3 +259,20 @@ def test_a_preempted_job_is_requeued_and_resumes_bit_for_bit(tmp_path):
     folder = run.folder(spec.out)
     same_checkpoints(folder / "checkpoint.pt", reference / "checkpoint.pt")
     assert metric_rows(folder) == metric_rows(reference)
+
+
+def test_slurm_states_come_from_the_queue_when_it_answers(tmp_path):
+    spec = sweep.load_spec(write_spec(tmp_path, TINY.format(steps=20, methods='["uoro"]')), tmp_path / "out")
+    (run,) = spec.runs
+    sweep._write_record(spec.out, run.name, executor="slurm", job_id="7_0", state="submitted")
+    assert sweep.run_status(spec.out, run, {"7_0": ("PENDING", "")}).state == "pending"
+    running = sweep.run_status(spec.out, run, {"7_0": ("RUNNING", "gpu12")})
+    assert (running.state, running.host, running.job) == ("running", "gpu12", "7_0")
+    # a lock left by a job on a node that died: the queue, which no longer lists the job, decides
+    folder = run.folder(spec.out)
+    folder.mkdir(parents=True)
+    (folder / "run.lock").write_text(json.dumps({"owner": "slurm-7_0", "host": "gpu12", "pid": 1}))
+    gone = sweep.run_status(spec.out, run, {})
+    assert gone.state == "failed" and "left the queue" in gone.note
+    assert sweep.run_status(spec.out, run, None).state == "running"  # no squeue here: the lock is all we know
+    assert [r.name for r in sweep._to_do(spec, {})[0]] == [run.name]  # a failed run is run again
