@@ -649,7 +649,7 @@ def run_local(spec: Spec, workers: int | None = None) -> int:
                 log = log_path.open("a")
                 # its own session: a terminal's Ctrl-C reaches only this process, which forwards one
                 # stop request (the trainer takes a second SIGINT as "interrupt at once")
-                proc = subprocess.Popen([sys.executable, "-m", "kfrtrl_lab.sweep", "_job", str(spec.out), run.name,
+                proc = subprocess.Popen([sys.executable, "-m", "kfrtrl_lab.sweep", "_job", str(spec.out.absolute()), run.name,
                                          json.dumps(run.config)], stdout=log, stderr=subprocess.STDOUT,
                                         start_new_session=True)
                 running[run.name] = (proc, log)
@@ -770,7 +770,8 @@ def submit(spec: Spec, executor, cluster: str = "slurm", threads: int = 1) -> li
         return []
     runs = [_with_threads(run, threads) for run in todo]
     with executor.batch():
-        jobs = [executor.submit(SweepJob(str(spec.out), run)) for run in runs]
+        # absolute: a job may start in another working directory than the one it was submitted from
+        jobs = [executor.submit(SweepJob(str(spec.out.absolute()), run)) for run in runs]
     for run, job in zip(runs, jobs):
         _write_record(spec.out, run.name, executor="slurm" if cluster == "slurm" else "submitit-local",
                       job_id=str(job.job_id), state="submitted", error=None,
