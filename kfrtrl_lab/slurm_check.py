@@ -56,6 +56,8 @@ def ensure_installed() -> None:
                            "slurm-wlm munge")
     print("installing slurm-wlm and munge with apt", flush=True)
     env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
+    # a fresh image has no package lists yet (as the Makefile's chromium target does)
+    subprocess.run(["apt-get", "update", "-q"], check=True, env=env, stdout=subprocess.DEVNULL)
     subprocess.run(["apt-get", "install", "-y", "-q", "slurm-wlm", "munge"], check=True, env=env,
                    stdout=subprocess.DEVNULL)
 
