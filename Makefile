@@ -5,11 +5,11 @@ VENV := .venv
 PY := $(VENV)/bin/python
 # The pinned CPU build first, so nothing later pulls a multi-GB CUDA torch.
 TORCH_SPEC ?= torch==2.13.0
-EXTRAS ?= test,notebooks,dev
+EXTRAS ?= test,notebooks,dev,cluster
 STAMP := $(VENV)/.installed
 THREADS ?= 2
 
-.PHONY: test reports bench venv clean chromium browser-check ui-check strip student
+.PHONY: test reports bench venv clean chromium browser-check ui-check strip student slurm-check
 
 venv: $(STAMP)
 
@@ -24,12 +24,14 @@ PROFILE ?= quick
 SHARED_PTB := $(wildcard ../shared/data/ptb/ptb.char.train.txt)
 export KFRTRL_PTB_DIR ?= $(if $(SHARED_PTB),$(abspath ../shared/data/ptb),)
 
-# Unit tests, then every notebook in the quick profile under papermill (into reports/), then
+# Unit tests, then the sweep on a one-node Slurm (slurm-check, ~30 s; skipped with a message where
+# Slurm is missing and this is not root), then every notebook in the quick profile under papermill (into reports/), then
 # nbval re-executes them and compares the tagged claim cells: the reports must reproduce. Then
 # the pages are opened in headless Chromium as a reader would (browser-check), and notebook 3 is
 # run and its slider moved in JupyterLab as a user would (ui-check).
 test: $(STAMP) chromium
 	$(PY) -m pytest -q
+	$(PY) -m kfrtrl_lab.slurm_check --optional
 	$(PY) -m kfrtrl_lab.notebook.reports --profile quick --out reports
 	$(PY) -m pytest -q -p no:cacheprovider --nbval-lax reports/*.ipynb
 	$(PY) -m kfrtrl_lab.notebook.student --out student --execute
@@ -63,6 +65,12 @@ student: $(STAMP)
 # Put notebooks/*.ipynb back in their committed form after JupyterLab has opened them.
 strip: $(STAMP)
 	$(PY) -m kfrtrl_lab.notebook.reports --strip
+
+# sweeps/smoke.toml on a one-node Slurm started here (slurm-wlm and munge from apt when missing, as
+# root) with one job requeued mid-run; the daemons it started are stopped after. Output as in
+# results/slurm_check.txt (RECORD=results/slurm_check.txt writes it).
+slurm-check: $(STAMP)
+	$(PY) -m kfrtrl_lab.slurm_check $(if $(RECORD),--record $(RECORD),)
 
 bench: $(STAMP)
 	$(PY) benchmarks/step_cost.py --threads $(THREADS)

@@ -7,6 +7,8 @@
     python -m kfrtrl_lab compare results/*.json           # run summaries against the reference numbers
     python -m kfrtrl_lab methods                          # the registered estimators
     python -m kfrtrl_lab certify ok-4 --cell lstm         # an HTML certificate of one estimator
+    python -m kfrtrl_lab sweep run sweeps/smoke.toml --executor local   # a grid of runs (or --executor slurm)
+    python -m kfrtrl_lab sweep status sweeps/smoke.toml   # where each run of the grid stands
 
 Exit status: 0 done; 1 certify: the estimator failed its certificate (biased, or not exact though it
 claims to be); 2 bad arguments, files or data (one line: the option or file, and what was expected);
@@ -76,7 +78,7 @@ def _add_config_options(parser: argparse.ArgumentParser) -> None:
 def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m kfrtrl_lab", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
-    sub = p.add_subparsers(dest="command", required=True, metavar="{train,eval,compare,methods,certify}")
+    sub = p.add_subparsers(dest="command", required=True, metavar="{train,eval,compare,methods,certify,sweep}")
 
     t = sub.add_parser("train", help="train a model online on a task", description=(
         "Train online, an update every --update-every steps. With --resume, options not given are "
@@ -115,7 +117,41 @@ def parser() -> argparse.ArgumentParser:
     z.add_argument("--plugin", default=None, help="a .py file that registers the method with kl.register_method")
     z.add_argument("--profile", choices=["quick", "full"], default="full", help="quick: small sizes (default: full)")
     z.add_argument("--out", default="certificates", help="folder for the page (default: certificates)")
+
+    _add_sweep_parser(sub)
     return p
+
+
+def _add_sweep_parser(sub) -> None:
+    """``sweep run|status|collect SPEC``: a grid of runs from a TOML spec (kfrtrl_lab/sweep.py)."""
+    w = sub.add_parser("sweep", help="a grid of training runs from a TOML spec: run (here or on Slurm), status, "
+                                     "collect", description="A spec (sweeps/*.toml) expands to runs with stable "
+                                     "names, one run folder each in OUT/<task>/<name>. Re-running 'sweep run' skips "
+                                     "finished runs and resumes the others.")
+    actions = w.add_subparsers(dest="action", required=True)
+    r = actions.add_parser("run", help="run the spec's runs that are not finished (resume those with a checkpoint)")
+    s = actions.add_parser("status", help="a table: run, state, step, last metric, steps/s, host")
+    c = actions.add_parser("collect", help="copy the runs' summaries to RESULTS/<task>/<name>.json, where 'compare' "
+                                           "reads them")
+    for a in (r, s, c):
+        a.add_argument("spec", help="a sweep spec (TOML), e.g. sweeps/smoke.toml")
+        a.add_argument("--out", default=None, help="the sweep's folder (default: the spec's 'out', else "
+                                                   "runs/sweeps/<spec name>)")
+    r.add_argument("--executor", choices=["local", "slurm"], default="local",
+                   help="local: a process pool on this machine; slurm: one job per run through submitit (default: local)")
+    r.add_argument("--workers", type=int, default=None, help="local: runs at a time (default: cores // threads)")
+    r.add_argument("--partition", default=None, help="slurm: partition")
+    r.add_argument("--time", default=None, help="slurm: a job's time limit, minutes or [D-]HH:MM[:SS] (past it the "
+                                                "job checkpoints and is requeued) (default: the spec's, else 24:00:00)")
+    r.add_argument("--cpus", type=int, default=None, help="slurm: CPUs a job, also its torch threads (default: 1)")
+    r.add_argument("--gpus", type=int, default=None, help="slurm: GPUs a job (default: the spec's, else 0)")
+    r.add_argument("--array-parallelism", type=int, default=None,
+                   help="slurm: jobs of the array running at once (default: 64)")
+    r.add_argument("--max-requeues", type=int, default=None,
+                   help="slurm: time-outs a job may be requeued after (default: 30)")
+    r.add_argument("--slurm-option", action="append", default=[], metavar="KEY=VALUE",
+                   help="slurm: any other sbatch option, e.g. --slurm-option account=proj --slurm-option qos=high")
+    c.add_argument("--results", default="results", help="where the summaries go (default: results)")
 
 
 def main(argv=None) -> int:
@@ -216,7 +252,44 @@ def _certify(args) -> int:
     return 0 if verdict["passed"] else EXIT_FAILED_CERTIFICATE
 
 
-COMMANDS = {"train": _train, "eval": _eval, "compare": _compare, "methods": _methods, "certify": _certify}
+def _sweep(args) -> int:
+    from . import sweep
+
+    spec = sweep.load_spec(args.spec, args.out)
+    if args.action == "status":
+        print(sweep.status_table(sweep.sweep_status(spec)))
+        return 0
+    if args.action == "collect":
+        written = sweep.collect(spec, args.results)
+        if written:
+            print(f"compare them: python -m kfrtrl_lab compare {' '.join(str(p) for p in written)}")
+        return 0
+    if args.executor == "local":
+        return sweep.run_local(spec, args.workers)
+    given = {k: getattr(args, k) for k in ("partition", "time", "cpus", "gpus", "array_parallelism", "max_requeues")
+             if getattr(args, k) is not None}
+    options = dict(spec.slurm.get("options", {}))
+    for item in args.slurm_option:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            raise ValueError(f"--slurm-option takes KEY=VALUE, got {item!r}")
+        options[key] = value
+    slurm = {**spec.slurm, **given}
+    cpus = int(slurm.get("cpus", 1))
+    executor = sweep.make_executor(spec.out / ".sweep" / "submitit", "slurm", name=spec.name,
+                                   partition=slurm.get("partition"),
+                                   time_min=sweep.parse_minutes(slurm.get("time", "24:00:00")), cpus=cpus,
+                                   gpus=int(slurm.get("gpus", 0)),
+                                   array_parallelism=int(slurm.get("array_parallelism", 64)),
+                                   max_requeues=int(slurm.get("max_requeues", 30)), options=options)
+    jobs = sweep.submit(spec, executor, "slurm", threads=cpus)
+    if jobs:
+        print(f"follow them: python -m kfrtrl_lab sweep status {args.spec}" + (f" --out {args.out}" if args.out else ""))
+    return 0
+
+
+COMMANDS = {"train": _train, "eval": _eval, "compare": _compare, "methods": _methods, "certify": _certify,
+            "sweep": _sweep}
 
 if __name__ == "__main__":
     sys.exit(main())
