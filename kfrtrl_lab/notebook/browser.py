@@ -47,7 +47,7 @@ FIGURES = """() => [...document.querySelectorAll('.plotly-graph-div')].map(gd =>
     }
     const shown = gd.data.map((t, i) => [t, i]).filter(([t]) => t.visible === undefined || t.visible === true);
     const title = gd.layout.title && (gd.layout.title.text || gd.layout.title);
-    return {title: title || gd.id, drawn: true,
+    return {title: title || gd.id, drawn: true, wider: gd._fullLayout.width > gd.clientWidth + 2,
             traces: shown.length, empty: shown.filter(([t, i]) => !drawn.has(i)).map(([t, i]) => t.name || 'trace ' + i),
             controls: ((gd.layout.sliders || []).length) + ((gd.layout.updatemenus || []).length)};
   })"""
@@ -170,6 +170,8 @@ def figure_problems(figures: list[dict], when: str = "") -> list[str]:
     for fig in figures:
         if not fig["drawn"]:
             problems.append(f"figure {fig['title']!r}{when} was not drawn")
+        elif fig.get("wider"):
+            problems.append(f"figure {fig['title']!r}{when} is wider than its place on the page (cut off)")
         elif fig["empty"]:
             problems.append(f"figure {fig['title']!r}{when}: no points drawn for {', '.join(map(repr, fig['empty']))}")
     return problems

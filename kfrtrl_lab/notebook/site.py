@@ -126,7 +126,8 @@ CONF = '''\
 project = "kfrtrl_lab"
 html_title = "KF-RTRL and its family"
 author = "kfrtrl_lab"
-extensions = ["myst_nb", "sphinx_exercise", "sphinx_proof", "sphinxcontrib.bibtex"]
+# sphinx_togglebutton folds the solutions (sphinx-exercise's "dropdown" class) until clicked
+extensions = ["myst_nb", "sphinx_exercise", "sphinx_proof", "sphinx_togglebutton", "sphinxcontrib.bibtex"]
 exclude_patterns = ["_build", "**.ipynb_checkpoints"]
 
 # the notebooks were executed by papermill already: never run them again
@@ -191,11 +192,16 @@ def plotly_html(figure: dict, div_id: str) -> str:
     def js(value):  # JSON inside <script>: "</" would end the script early
         return json.dumps(value, separators=(",", ":")).replace("</", "<\\/")
 
-    draw = f'Plotly.newPlot("{div_id}", {js(figure.get("data", []))}, {js(layout)}, {{"responsive": true}})'
+    draw = f'Plotly.newPlot(gd, {js(figure.get("data", []))}, {js(layout)}, {{"responsive": true}})'
     if figure.get("frames"):
-        draw += f'.then(function (gd) {{ return Plotly.addFrames(gd, {js(figure["frames"])}); }})'
+        draw += f'.then(function () {{ return Plotly.addFrames(gd, {js(figure["frames"])}); }})'
+    # drawn once the page is laid out (sized earlier, plotly takes a width the theme then narrows),
+    # and resized with its column (the sidebars open and close without a window resize)
     return (f'<div id="{div_id}" class="plotly-graph-div" style="height:{height}px; width:100%;"></div>\n'
-            f"<script>{draw};</script>")
+            f'<script>(function () {{ var gd = document.getElementById("{div_id}"); function draw() {{ {draw}; '
+            f"new ResizeObserver(function () {{ if (gd._fullLayout) Plotly.Plots.resize(gd); }}).observe(gd); }} "
+            f'if (document.readyState === "loading") document.addEventListener("DOMContentLoaded", draw); '
+            f"else draw(); }})();</script>")
 
 
 def _sources_cell(key: str):
@@ -322,6 +328,7 @@ takes from them, are in the [bibliography](bibliography.md).
 ```{{toctree}}
 :caption: Lessons
 :maxdepth: 1
+:hidden:
 
 {toc}
 ```
@@ -329,6 +336,7 @@ takes from them, are in the [bibliography](bibliography.md).
 ```{{toctree}}
 :caption: Reference
 :maxdepth: 1
+:hidden:
 
 notation
 bibliography
