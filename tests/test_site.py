@@ -275,6 +275,21 @@ def test_browser_check_passes_the_site_and_moves_every_control(site, browser, tm
     assert check_search(browser, folder, "synthetic") == []
 
 
+def test_browser_check_passes_the_site_as_a_web_server_serves_it(site, browser):
+    from kfrtrl_lab.notebook.browser import check_page, serve
+
+    folder, _ = site
+    server = serve(folder)
+    try:
+        base = f"http://127.0.0.1:{server.server_address[1]}/"
+        for name in ("index.html", "03_synthetic.html"):
+            problems, seen = check_page(browser, folder / name, screenshot=False, root=folder, served=base)
+            assert problems == [], name
+        assert len(seen["figures"]) == 2 and seen["formulas"] >= 3
+    finally:
+        server.shutdown()
+
+
 def test_browser_check_catches_a_broken_link_and_a_dead_slider(site, browser, tmp_path):
     import shutil
 

@@ -13,6 +13,7 @@ sidebar and of the previous/next buttons leads to a file of the site; every slid
 precomputed explorer is dragged to its far end (each button clicked) and the figure must change
 and still draw every visible trace; and the search page finds the course's key word. Its
 screenshots go beside the site, into ``reports/site-screenshots/``, not into what is published.
+Last, every page of the site once more as a local web server serves it (``python -m http.server``).
 
 The browser is Debian's Chromium (``apt-get install chromium``; ``KFRTRL_CHROMIUM`` names another
 binary), driven by Playwright, which runs its own copy of node and needs no browser download.
@@ -122,20 +123,25 @@ def inside(url: str, folder: Path) -> bool:
 
 
 def check_page(browser, page_path: Path, max_mb: float = MAX_MB, screenshot: bool | Path = True,
-               root: Path | None = None, interact=None) -> tuple[list[str], dict]:
+               root: Path | None = None, interact=None, served: str | None = None) -> tuple[list[str], dict]:
     """Load one page with the network off; returns (problems, what was seen). Requests may reach
     files in ``root`` (default: the page's folder). ``screenshot``: True for ``<page>.png`` beside
     the page, or the path to save it to. ``interact(page, problems, seen)``, when given, runs once
-    the page is inspected (the site's checks of controls and links)."""
+    the page is inspected (the site's checks of controls and links). ``served``: the URL at which
+    a local web server serves ``root``; the page is loaded from there instead of from disk, and
+    requests may reach that server only."""
     folder = root or page_path.parent
     problems = []
     size = page_path.stat().st_size / 1024 / 1024
     if size > max_mb:
         problems.append(f"page is {size:.1f} MB (limit {max_mb:g} MB)")
-    context = browser.new_context(offline=True, viewport={"width": 1280, "height": 900})
+    # served from 127.0.0.1: "offline" would cut the local server off too; the route below still
+    # lets nothing else through
+    context = browser.new_context(offline=served is None, viewport={"width": 1280, "height": 900})
 
     def request(route):  # every request, file:// ones included, passes here
-        if inside(route.request.url, folder):
+        url = route.request.url
+        if (url.startswith(served) or url.startswith(("data:", "blob:"))) if served else inside(url, folder):
             return route.continue_()
         problems.append(f"request outside the page's folder: {route.request.url[:160]}")
         route.abort()
@@ -146,7 +152,8 @@ def check_page(browser, page_path: Path, max_mb: float = MAX_MB, screenshot: boo
     page.on("pageerror", lambda e: problems.append(f"uncaught exception: {str(e)[:300]}"))
     page.on("requestfailed", lambda r: problems.append(f"failed to load {r.url[:160]} ({r.failure})"))
     try:
-        page.goto(page_path.resolve().as_uri(), wait_until="load", timeout=60_000)
+        url = served + page_path.relative_to(folder).as_posix() if served else page_path.resolve().as_uri()
+        page.goto(url, wait_until="load", timeout=60_000)
         seen = page.evaluate(INSPECT)
         if interact is not None:
             interact(page, problems, seen)
@@ -300,6 +307,22 @@ def site_interactions(site: Path):
     return interact
 
 
+def serve(folder: Path):
+    """A web server for ``folder`` on 127.0.0.1 (a free port), as ``python -m http.server`` would
+    serve it, in a background thread; returns it (``server.shutdown()`` stops it)."""
+    import functools
+    import http.server
+    import threading
+
+    class Quiet(http.server.SimpleHTTPRequestHandler):
+        def log_message(self, *args):  # one line per request would bury the check's own lines
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), functools.partial(Quiet, directory=str(folder)))
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    return server
+
+
 def check_search(browser, site: Path, word: str = "Kronecker") -> list[str]:
     """The site's search page, opened from disk with ``?q=word``, must list at least one page."""
     context = browser.new_context(offline=True)
@@ -342,6 +365,19 @@ def check_site(site: Path, max_mb: float = MAX_MB, screenshots: Path | None = No
         print(f"{'FAIL' if results['site/search'] else 'ok  '} site/search.html?q=Kronecker", flush=True)
         for problem in results["site/search"]:
             print(f"     {problem}", flush=True)
+        # the same pages as `python -m http.server -d reports/site` serves them
+        server = serve(site)
+        try:
+            base = f"http://127.0.0.1:{server.server_address[1]}/"
+            for page_path in pages:
+                problems, seen = check_page(browser, page_path, max_mb, False, root=site, served=base)
+                results[f"served {page_path.name}"] = problems
+                print(f"{'FAIL' if problems else 'ok  '} {base}{page_path.name}: {len(seen['figures'])} figures, "
+                      f"{seen['formulas']} formulas", flush=True)
+                for problem in problems:
+                    print(f"     {problem}", flush=True)
+        finally:
+            server.shutdown()
         browser.close()
     return results
 

@@ -136,6 +136,7 @@ nb_ipywidgets_js = {}  # no widget manager from a CDN: a static page has no kern
 nb_merge_streams = True
 myst_enable_extensions = ["dollarmath", "amsmath", "colon_fence", "deflist"]
 myst_heading_anchors = 3
+highlight_language = "none"  # a fenced block without a language is shown as written (pseudo-code)
 suppress_warnings = ["mystnb.unknown_mime_type", "myst.header"]
 
 html_theme = "sphinx_book_theme"
