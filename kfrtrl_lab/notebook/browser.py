@@ -4,8 +4,9 @@
 fails (exit 1, one line per problem) on: a request for anything outside the page's own folder,
 a file that does not load (a missing font, say), a console error or uncaught exception, a MathJax
 error, TeX left untypeset or a font that failed, a page file over 6 MB, and a plotly figure that
-is not drawn or has a visible trace with no point on screen. It saves a full-page screenshot
-beside each page (``reports/<name>.png``).
+is not drawn, is cut off or has a visible trace with no point on screen; the sliders and buttons
+of the explorers' precomputed figures are moved and must change their figure. It saves a
+full-page screenshot beside each page (``reports/<name>.png``).
 
 Then, when ``reports/site/`` is there (the course site, :mod:`.site`), every page of the site the
 same way (requests may reach anything inside the site's folder), and besides: every link of the
@@ -194,10 +195,12 @@ def check_folder(folder: Path, max_mb: float = MAX_MB, screenshot: bool = True) 
         browser = launch(p)
         for page_path in pages:
             start = time.perf_counter()
-            problems, seen = check_page(browser, page_path, max_mb, screenshot)
+            # the explorers' precomputed sliders work in these pages too
+            problems, seen = check_page(browser, page_path, max_mb, screenshot,
+                                        interact=lambda page, problems, seen: seen.update(moved=move_controls(page, problems)))
             results[page_path.name] = problems
             print(f"{'FAIL' if problems else 'ok  '} {page_path.name}: {seen['mb']:.1f} MB, "
-                  f"{len(seen['figures'])} figures, {seen['formulas']} formulas, "
+                  f"{len(seen['figures'])} figures, {seen['moved']} controls moved, {seen['formulas']} formulas, "
                   f"{time.perf_counter() - start:.1f} s", flush=True)
             for problem in problems:
                 print(f"     {problem}", flush=True)
