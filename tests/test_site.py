@@ -137,7 +137,7 @@ def figure_outputs(fig):
 def synthetic_lesson(folder: Path, name: str = "03_synthetic") -> Path:
     """An executed lesson as papermill leaves it, with every convention of the course's cells."""
     code, md = nbformat.v4.new_code_cell, nbformat.v4.new_markdown_cell
-    stream = lambda text: [nbformat.v4.new_output("stream", name="stdout", text=text)]  # noqa: E731
+    stream = lambda text: [nbformat.v4.new_output("stream", name="stdout", text=text)]
     explorer = toy_explorer()
     cells = [
         md("# 3 · A synthetic lesson\n\nThe estimate $\\hat g$ of $g = \\mathrm{d}L/\\mathrm{d}\\theta$."),

@@ -142,7 +142,7 @@ def check_page(browser, page_path: Path, max_mb: float = MAX_MB, screenshot: boo
 
     def request(route):  # every request, file:// ones included, passes here
         url = route.request.url
-        if (url.startswith(served) or url.startswith(("data:", "blob:"))) if served else inside(url, folder):
+        if url.startswith((served, "data:", "blob:")) if served else inside(url, folder):
             return route.continue_()
         problems.append(f"request outside the page's folder: {route.request.url[:160]}")
         route.abort()
@@ -328,6 +328,8 @@ def serve(folder: Path):
 
 def check_search(browser, site: Path, word: str = "Kronecker") -> list[str]:
     """The site's search page, opened from disk with ``?q=word``, must list at least one page."""
+    from playwright.sync_api import TimeoutError as PlaywrightTimeout
+
     context = browser.new_context(offline=True)
     page = context.new_page()
     problems = []
@@ -336,7 +338,7 @@ def check_search(browser, site: Path, word: str = "Kronecker") -> list[str]:
         page.goto((site / "search.html").resolve().as_uri() + f"?q={word}", wait_until="load", timeout=60_000)
         try:
             page.wait_for_function("document.querySelectorAll('#search-results li').length > 0", timeout=20_000)
-        except Exception:  # Playwright's timeout: no result came
+        except PlaywrightTimeout:  # no result came
             problems.append(f"search: no result for {word!r}")
     finally:
         context.close()

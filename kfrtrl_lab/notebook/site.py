@@ -419,7 +419,7 @@ def build(reports: Path, out: Path | None = None, progress=print) -> Path:
     shutil.rmtree(out, ignore_errors=True)
     cmd = [sys.executable, "-m", "sphinx", "-b", "html", "-E", "-q", "--keep-going", "-d", str(src / ".doctrees"),
            str(src), str(out)]
-    result = subprocess.run(cmd, capture_output=True, text=True)
+    result = subprocess.run(cmd, capture_output=True, text=True, check=False)
     warnings = [line for line in result.stderr.splitlines() if line.strip()]
     for line in warnings:
         progress(f"  sphinx: {line}")
