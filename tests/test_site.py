@@ -141,10 +141,10 @@ def synthetic_lesson(folder: Path, name: str = "03_synthetic") -> Path:
     explorer = toy_explorer()
     cells = [
         md("# 3 · A synthetic lesson\n\nThe estimate $\\hat g$ of $g = \\mathrm{d}L/\\mathrm{d}\\theta$."),
-        md("By the end you can double a number.", metadata={"tags": ["objectives"]}),
+        md("## In this lesson\n\nBy the end you can double a number.", metadata={"tags": ["objectives"]}),
         code('profile = "quick"', metadata={"tags": ["injected-parameters"]}),
         code("import bookkeeping", metadata={"tags": ["hide-input"]}, outputs=stream("set up\n")),
-        md("**Write** `double(x)`, which returns $2x$."),
+        md("## Exercise: doubling\n\n**Write** `double(x)`, which returns $2x$."),
         code("def double(x):\n    raise NotImplementedError", metadata={"tags": ["exercise"]}),
         code("def double(x):\n    return 2 * x", metadata={"tags": ["solution"], "jupyter": {"source_hidden": True}}),
         md("Doubling is adding $x$ to itself.", metadata={"tags": ["solution"]}),
@@ -174,12 +174,13 @@ def test_lesson_copy_renders_the_cell_conventions(tmp_path):
     sources = [c.source for c in page.cells]
     start = next(i for i, s in enumerate(sources) if s.startswith("```{exercise-start}"))
     assert sources[start] == "```{exercise-start}\n:label: 03_synthetic-exercise-1\n```"
+    assert sources[start - 1] == "## Exercise: doubling"  # a section of the lesson, before the exercise
     assert sources[start + 1].startswith("**Write**")  # the statement
     assert "raise NotImplementedError" in sources[start + 2] and sources[start + 3] == "```{exercise-end}\n```"
     assert sources[start + 4] == "```{solution-start} 03_synthetic-exercise-1\n:class: dropdown\n```"
     assert "return 2 * x" in sources[start + 5] and sources[start + 6].startswith("Doubling is adding")
     assert sources[start + 7] == "```{solution-end}\n```" and sources[start + 8] == "check_double(double)"
-    assert sources[1].startswith("```{admonition} What this lesson is for\n:class: tip\nBy the end")
+    assert sources[1].startswith("```{admonition} In this lesson\n:class: tip\nBy the end")
     assert any(s.startswith("```{admonition} What to take away") for s in sources)
     assert "hide-input" in page.cells[2].metadata["tags"]  # papermill's parameters, folded
     assert sources[-1].startswith("## Sources") and "{cite:t}`mujika2018`" in sources[-1]
@@ -232,7 +233,7 @@ def test_site_builds_with_shared_plotly_and_local_math(site):
     # the conventions as Sphinx renders them
     assert 'class="solution dropdown' in lesson and "Exercise 1" in lesson
     assert "tag_hide-input" in lesson and "double: ok" in lesson
-    assert "What this lesson is for" in lesson and "What to take away" in lesson
+    assert "In this lesson" in lesson and "What to take away" in lesson
     # previous/next, the sidebar, the roadmap, the bibliography and the notation page
     assert 'href="04_second.html"' in lesson and 'href="index.html"' in lesson
     index = (folder / "index.html").read_text()
@@ -306,3 +307,27 @@ def test_browser_check_catches_a_broken_link_and_a_dead_slider(site, browser, tm
                              interact=site_interactions(copy))
     assert any(p.startswith("navigation link to a missing page") and "04_second.html" in p for p in problems)
     assert any("dragging slider 'a = ' changed nothing" in p for p in problems), problems
+
+
+def test_headings_stay_out_of_boxes_exercises_and_dropdowns():
+    """A directive cannot hold a section: a lesson's title in its objectives cell stays the page's
+    title, a statement's heading stays a section before the exercise, a heading in a box or a
+    solution becomes its title or a bold line; '#' lines in code blocks are code."""
+    code, md = nbformat.v4.new_code_cell, nbformat.v4.new_markdown_cell
+    nb = nbformat.v4.new_notebook(cells=[
+        md("# 5 · Title\n\n## Objectives\n\n- one\n\n### Later\n\n```python\n# a comment\n```",
+           metadata={"tags": ["objectives"]}),
+        md("## Exercise: double\n\nWrite it."),
+        code("raise NotImplementedError", metadata={"tags": ["exercise"]}),
+        md("## Why\n\nBecause.", metadata={"tags": ["solution"]}),
+        code("check()", metadata={"tags": ["check"]}),
+    ])
+    page, _ = lesson_copy(nb, "05_x")
+    sources = [c.source for c in page.cells]
+    assert sources[0] == "# 5 · Title"
+    # the box's fence is longer than the code block's
+    assert sources[1].startswith("````{admonition} Objectives\n:class: tip\n- one\n\n**Later**\n\n```python\n# a comment")
+    assert sources[1].endswith("\n```\n````")
+    assert sources[2] == "## Exercise: double" and sources[3].startswith("```{exercise-start}")
+    assert sources[4] == "Write it."
+    assert sources[8] == "**Why**\n\nBecause."

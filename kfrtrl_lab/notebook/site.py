@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import re
 import shutil
 import subprocess
 import sys
@@ -177,11 +178,36 @@ def setup(app):
 
 def _fenced(directive: str, body: str = "", options: dict | None = None, argument: str = "") -> str:
     """A MyST directive block, its fence longer than any backtick run in ``body``."""
-    longest = max((len(run) for run in body.replace("`", "`\0").split("\0") if run.endswith("`")), default=0)
+    longest = max((len(run) for run in re.findall(r"`+", body)), default=0)
     fence = "`" * max(3, longest + 1)
     lines = [f"{fence}{{{directive}}}" + (f" {argument}" if argument else "")]
     lines += [f":{key}: {value}" for key, value in (options or {}).items()]
     return "\n".join(lines + ([body] if body else []) + [fence])
+
+
+def _split_headings(source: str) -> tuple[list[tuple[int, str]], str]:
+    """``source``'s leading headings as (level, text), and the rest with any later heading turned
+    into a bold line: a heading cannot sit inside a directive (a box, an exercise, a dropdown).
+    Lines in fenced code blocks are left alone."""
+    leading, body, fence = [], [], None
+    for line in source.splitlines():
+        stripped = line.lstrip()
+        if fence is None and stripped.startswith(("```", "~~~")):
+            fence = stripped[:3]
+        elif fence is not None and stripped.startswith(fence):
+            fence = None
+        heading = re.match(r"^(#{1,6})\s+(.*?)\s*#*\s*$", line) if fence is None else None
+        if heading and not any(b.strip() for b in body):
+            leading.append((len(heading.group(1)), heading.group(2)))
+        elif heading:
+            body.append(f"**{heading.group(2)}**")
+        else:
+            body.append(line)
+    return leading, "\n".join(body).strip("\n")
+
+
+def _headings(leading: list[tuple[int, str]]) -> str:
+    return "\n\n".join("#" * level + " " + text for level, text in leading)
 
 
 def plotly_html(figure: dict, div_id: str) -> str:
@@ -231,10 +257,27 @@ def lesson_copy(nb, name: str):
     key = name[:2]
     cells, notes = [], []
     exercise = None  # the label of the exercise whose solution may follow
-    figure_count = 0
+    exercises = figure_count = 0
 
     def md(source):
         return nbformat.v4.new_markdown_cell(source)
+
+    def boxed(cell, build):
+        """``cell``'s leading headings (section titles) before the box that ``build(title, body)``
+        writes; the title is the first heading below level 1, if any (a level-1 heading is the
+        page's title and stays outside)."""
+        leading, body = _split_headings(cell.source)
+        outside = [h for h in leading if h[0] == 1]
+        inner = [h for h in leading if h[0] > 1]
+        if outside:
+            cells.append(md(_headings(outside)))
+        cell.source = build(inner[0][1] if inner else None, body)
+        cells.append(cell)
+
+    def open_exercise():
+        nonlocal exercises
+        exercises += 1
+        return f"{name}-exercise-{exercises}"
 
     for i, cell in enumerate(nb.cells):
         tags = set(cell.metadata.get("tags", []))
@@ -256,15 +299,20 @@ def lesson_copy(nb, name: str):
             if "injected-parameters" in tags:  # papermill's bookkeeping: the profile, folded
                 cell.metadata.setdefault("tags", []).append("hide-input")
 
-        # an exercise: the statement (the markdown cell just before the stub) and the stub
+        # an exercise: the statement (the markdown cell just before the stub) and the stub; the
+        # statement's leading headings stay sections of the lesson, before the exercise
         if cell.cell_type == "markdown" and "exercise" in next_tags and not tags & {"solution", "check"}:
-            exercise = f"{name}-exercise-{sum(c.source.startswith('```{exercise-start}') for c in cells) + 1}"
+            leading, body = _split_headings(cell.source)
+            if leading:
+                cells.append(md(_headings(leading)))
+            exercise = open_exercise()
             cells.append(md(_fenced("exercise-start", options={"label": exercise})))
+            cell.source = body
             cells.append(cell)
             continue
         if "exercise" in tags:
             if exercise is None:  # a stub with no statement before it still opens an exercise
-                exercise = f"{name}-exercise-{sum(c.source.startswith('```{exercise-start}') for c in cells) + 1}"
+                exercise = open_exercise()
                 cells.append(md(_fenced("exercise-start", options={"label": exercise})))
             cells += [cell, md(_fenced("exercise-end"))]
             continue
@@ -275,6 +323,9 @@ def lesson_copy(nb, name: str):
                     notes.append(f"{name}: a solution (cell {i}) with no exercise before it is shown open")
                 else:
                     cells.append(md(_fenced("solution-start", argument=exercise, options={"class": "dropdown"})))
+            if cell.cell_type == "markdown" and exercise is not None:  # inside the dropdown: no headings
+                leading, body = _split_headings(cell.source)
+                cell.source = "\n\n".join([f"**{text}**" for _, text in leading] + [body])
             cells.append(cell)
             if "solution" not in next_tags and exercise is not None:
                 cells.append(md(_fenced("solution-end")))
@@ -282,9 +333,10 @@ def lesson_copy(nb, name: str):
         if "check" in tags:
             exercise = None  # the exercise is over once its check has run
         if cell.cell_type == "markdown" and tags & {"objectives", "takeaways"}:
-            heading = "What this lesson is for" if "objectives" in tags else "What to take away"
+            default = "What this lesson is for" if "objectives" in tags else "What to take away"
             kind = "tip" if "objectives" in tags else "important"
-            cell.source = _fenced("admonition", cell.source, {"class": kind}, argument=heading)
+            boxed(cell, lambda title, body: _fenced("admonition", body, {"class": kind}, argument=title or default))
+            continue
         cells.append(cell)
 
     sources = _sources_cell(key)
