@@ -14,7 +14,7 @@ import plotly.graph_objects as go
 import pytest
 
 from kfrtrl_lab.notebook import figures, widgets
-from kfrtrl_lab.notebook.site import PAPERS, build, lesson_copy
+from kfrtrl_lab.notebook.site import LESSONS, PAPERS, build, lesson_copy, roadmap_row, site_links
 
 PLOTLY_JS = 3_000_000  # plotly.min.js is ~4.8 MB; a figure without it is a few kB
 
@@ -156,7 +156,8 @@ def synthetic_lesson(folder: Path, name: str = "03_synthetic") -> Path:
                 "text/plain": "[controls]"}),
             nbformat.v4.new_output("display_data", data={"text/markdown": explorer.static_note()}),
             *figure_outputs(explorer.static_figure())]),
-        md("Doubling is easy.", metadata={"tags": ["takeaways"]}),
+        md("See the [notation](../docs/notation.md) and [lesson 4](../notebooks/04_second.ipynb).\n\n"
+           "Doubling is easy.", metadata={"tags": ["takeaways"]}),
     ]
     nb = nbformat.v4.new_notebook(cells=cells)
     nb.metadata["kernelspec"] = {"display_name": "Python 3", "language": "python", "name": "python3"}
@@ -173,7 +174,8 @@ def test_lesson_copy_renders_the_cell_conventions(tmp_path):
     assert notes == [] and "widgets" not in page.metadata
     sources = [c.source for c in page.cells]
     start = next(i for i, s in enumerate(sources) if s.startswith("```{exercise-start}"))
-    assert sources[start] == "```{exercise-start}\n:label: 03_synthetic-exercise-1\n```"
+    # its heading numbers the exercise, so the box does not
+    assert sources[start] == "```{exercise-start}\n:label: 03_synthetic-exercise-1\n:nonumber: \n```"
     assert sources[start - 1] == "## Exercise: doubling"  # a section of the lesson, before the exercise
     assert sources[start + 1].startswith("**Write**")  # the statement
     assert "raise NotImplementedError" in sources[start + 2] and sources[start + 3] == "```{exercise-end}\n```"
@@ -218,7 +220,7 @@ def site(tmp_path_factory):
 
 def test_site_builds_with_shared_plotly_and_local_math(site):
     folder, lines = site
-    assert "7 pages" in lines[-1] and not [line for line in lines if "sphinx:" in line]  # no warning
+    assert "8 pages" in lines[-1] and not [line for line in lines if "sphinx:" in line]  # no warning
     pages = {p.name for p in folder.glob("*.html")}
     assert {"index.html", "03_synthetic.html", "04_second.html", "notation.html", "bibliography.html",
             "search.html"} <= pages
@@ -231,13 +233,15 @@ def test_site_builds_with_shared_plotly_and_local_math(site):
         html = (folder / page).read_text()
         assert not re.findall(r'<(?:script|link|img)[^>]+(?:src|href)="(?:https?:)?//', html), page
     # the conventions as Sphinx renders them
-    assert 'class="solution dropdown' in lesson and "Exercise 1" in lesson
+    assert 'class="solution dropdown' in lesson and 'class="exercise admonition"' in lesson
     assert "tag_hide-input" in lesson and "double: ok" in lesson
     assert "In this lesson" in lesson and "What to take away" in lesson
     # previous/next, the sidebar, the roadmap, the bibliography and the notation page
     assert 'href="04_second.html"' in lesson and 'href="index.html"' in lesson
     index = (folder / "index.html").read_text()
     assert "Roadmap" in index and "How noisy are UORO" in index
+    # the links to ../docs/notation.md and ../notebooks/04_second.ipynb, made local
+    assert 'href="notation.html"' in lesson and re.search(r'href="04_second.html"><span[^>]*>lesson 4', lesson)
     bibliography = (folder / "bibliography.html").read_text()
     assert "optimal kronecker-sum approximation" in bibliography.lower() and "long-range dependencies" in bibliography
     notation = (folder / "notation.html").read_text()
@@ -331,3 +335,32 @@ def test_headings_stay_out_of_boxes_exercises_and_dropdowns():
     assert sources[2] == "## Exercise: double" and sources[3].startswith("```{exercise-start}")
     assert sources[4] == "Write it."
     assert sources[8] == "**Why**\n\nBecause."
+
+
+def test_a_solution_after_the_check_is_still_its_exercises():
+    code, md = nbformat.v4.new_code_cell, nbformat.v4.new_markdown_cell
+    nb = nbformat.v4.new_notebook(cells=[
+        md("Do it."), code("raise NotImplementedError", metadata={"tags": ["exercise"]}),
+        code("x = 1", metadata={"tags": ["solution"]}), code("check(x)", metadata={"tags": ["check"]}),
+        md("Why it works.", metadata={"tags": ["solution"]}),
+    ])
+    page, notes = lesson_copy(nb, "05_x")
+    sources = [c.source for c in page.cells]
+    assert notes == [] and sources.count("```{solution-start} 05_x-exercise-1\n:class: dropdown\n```") == 2
+    assert sources[-3:-1] == ["Why it works.", "```{solution-end}\n```"]  # then the Sources
+
+
+def test_links_to_docs_and_lessons_become_the_sites_pages():
+    pages = {"notation", "02_kron"}
+    text = "[a](../docs/notation.md) [b](../notebooks/02_kron.ipynb#x) [c](../docs/other.md) [d](notation.md)"
+    assert site_links(text, pages) == "[a](notation.md) [b](02_kron.ipynb#x) [c](../docs/other.md) [d](notation.md)"
+
+
+def test_the_roadmap_reads_prerequisites_and_time_from_the_objectives():
+    nb = nbformat.v4.new_notebook(cells=[nbformat.v4.new_markdown_cell(
+        "# 3 · T\n\n**Prerequisites.** Lesson 1 and\nlesson 2.\n\n**Time:** about 60 minutes.\n\nMore.",
+        metadata={"tags": ["objectives"]})])
+    row = roadmap_row(nb, "03_variance")
+    assert row == {"question": LESSONS["03"]["question"], "before": "Lesson 1 and lesson 2",
+                   "time": "about 60 minutes"}
+    assert roadmap_row(nbformat.v4.new_notebook(), "03_x")["time"] == "40 min"  # no objectives: the table's

@@ -243,10 +243,22 @@ def _sources_cell(key: str):
                                          "(bibliography.md).")
 
 
-def lesson_copy(nb, name: str):
+def site_links(source: str, pages: set[str]) -> str:
+    """Markdown links from a notebook or a doc to ``../docs/X.md`` or ``../notebooks/X.ipynb``,
+    made links to the site's own page X when the site has one (every page sits at the site's root)."""
+    def local(match):
+        target, anchor = match.group(2), match.group(3) or ""
+        stem = Path(target).stem
+        return f"]({stem}{Path(target).suffix}{anchor})" if stem in pages else match.group(0)
+
+    return re.sub(r"\]\((\.\./(?:docs|notebooks)/)?([\w.-]+\.(?:md|ipynb))(#[^)\s]*)?\)", local, source)
+
+
+def lesson_copy(nb, name: str, pages: set[str] = frozenset()):
     """A copy of the executed notebook ``nb`` (file stem ``name``) ready for the site: the course's
     cell conventions rendered with sphinx-exercise and admonitions, plotly outputs drawn with the
-    shared plotly.js, widget views dropped, and the lesson's sources appended. Returns
+    shared plotly.js, widget views dropped, links to the site's ``pages`` (their stems: docs and
+    lessons) made local, and the lesson's sources appended. Returns
     ``(copy, notes)``: notes say what was not as expected (a solution with no exercise before it)."""
     import copy
 
@@ -256,7 +268,7 @@ def lesson_copy(nb, name: str):
     nb.metadata.pop("widgets", None)  # the widget state only feeds a widget manager from a CDN
     key = name[:2]
     cells, notes = [], []
-    exercise = None  # the label of the exercise whose solution may follow
+    exercise = None  # the label of the latest exercise: the solutions that follow are its own
     exercises = figure_count = 0
 
     def md(source):
@@ -280,6 +292,8 @@ def lesson_copy(nb, name: str):
         return f"{name}-exercise-{exercises}"
 
     for i, cell in enumerate(nb.cells):
+        if cell.cell_type == "markdown":
+            cell.source = site_links(cell.source, pages)
         tags = set(cell.metadata.get("tags", []))
         nxt = nb.cells[i + 1] if i + 1 < len(nb.cells) else None
         next_tags = set(nxt.metadata.get("tags", [])) if nxt is not None else set()
@@ -306,7 +320,9 @@ def lesson_copy(nb, name: str):
             if leading:
                 cells.append(md(_headings(leading)))
             exercise = open_exercise()
-            cells.append(md(_fenced("exercise-start", options={"label": exercise})))
+            # a heading ("### Exercise 2.1 — …") names the exercise already: no second number
+            options = {"label": exercise, **({"nonumber": ""} if leading else {})}
+            cells.append(md(_fenced("exercise-start", options=options)))
             cell.source = body
             cells.append(cell)
             continue
@@ -330,8 +346,6 @@ def lesson_copy(nb, name: str):
             if "solution" not in next_tags and exercise is not None:
                 cells.append(md(_fenced("solution-end")))
             continue
-        if "check" in tags:
-            exercise = None  # the exercise is over once its check has run
         if cell.cell_type == "markdown" and tags & {"objectives", "takeaways"}:
             default = "What this lesson is for" if "objectives" in tags else "What to take away"
             kind = "tip" if "objectives" in tags else "important"
@@ -349,14 +363,33 @@ def lesson_copy(nb, name: str):
 
 # -- the pages around the lessons -------------------------------------------------------------------
 
-def index_page(lessons: list[tuple[str, str]]) -> str:
-    """The home page: what the course is, the roadmap as a table, the table of contents."""
+def roadmap_row(nb, stem: str) -> dict:
+    """The lesson's row of the roadmap: its question (from :data:`LESSONS`), and what to read
+    first and how long it takes as the lesson's own objectives cell states them ("Prerequisites.
+    …", "Time: …"), else as :data:`LESSONS` has them."""
+    road = LESSONS.get(stem[:2], {})
+    row = {"question": road.get("question", ""), "before": road.get("before", ""),
+           "time": f"{road['minutes']} min" if road.get("minutes") else ""}
+    objectives = next((c.source for c in nb.cells if "objectives" in c.metadata.get("tags", [])), "")
+    for key, word in (("before", "Prerequisites"), ("time", "Time")):
+        # a paragraph that opens with the word, bold or not, then ":" or "."
+        found = re.search(rf"^\s*(?:\*\*)?{word}\s*[:.]?(?:\*\*)?\s*[:.]?\s*(.+?)\s*(?:\n\s*\n|\Z)", objectives,
+                          flags=re.MULTILINE | re.DOTALL)
+        if found:
+            row[key] = " ".join(found.group(1).split()).rstrip(".")
+    return row
+
+
+def index_page(lessons: list[tuple[str, str]], roadmap: dict[str, dict], reference: list[str] = ("notation",)) -> str:
+    """The home page: what the course is, the roadmap as a table (``roadmap``: stem -> its
+    :func:`roadmap_row`), the table of contents."""
     rows = []
     for stem, heading in lessons:
-        road = LESSONS.get(stem[:2], dict(question="", before="", minutes=""))
-        minutes = f"{road['minutes']} min" if road["minutes"] else ""
-        rows.append(f"| [{heading}]({stem}.ipynb) | {road['question']} | {road['before']} | {minutes} |")
+        road = roadmap[stem]
+        cells = [f"[{heading}]({stem}.ipynb)", road["question"], road["before"], road["time"]]
+        rows.append("| " + " | ".join(cell.replace("|", "\\|") for cell in cells) + " |")
     toc = "\n".join(stem for stem, _ in lessons)
+    reference = "\n".join(reference)
     return f"""# KF-RTRL and its family: a course in seven notebooks
 
 Recurrent networks that learn **online** — one update per time step, no stored history — need the
@@ -391,7 +424,7 @@ takes from them, are in the [bibliography](bibliography.md).
 :maxdepth: 1
 :hidden:
 
-notation
+{reference}
 bibliography
 ```
 """
@@ -417,6 +450,10 @@ def bibliography_page(lessons: list[tuple[str, str]]) -> str:
 """
 
 
+#: the pages of docs/ the site carries (as they are, their links to other pages made local), in
+#: the sidebar's order
+DOCS = ("notation", "algorithms")
+
 NOTATION_PLACEHOLDER = """# Notation
 
 The notation page (`docs/notation.md`) is not written yet. Until it is, each lesson defines its
@@ -431,8 +468,7 @@ def sources(reports: Path, src: Path, docs: Path = ROOT / "docs") -> list[str]:
     the notes of :func:`lesson_copy`."""
     import nbformat
 
-    shutil.rmtree(src / "lessons", ignore_errors=True)
-    for old in src.glob("[0-9][0-9]_*.ipynb"):
+    for old in [*src.glob("[0-9][0-9]_*.ipynb"), *src.glob("*.md")]:
         old.unlink()
     src.mkdir(parents=True, exist_ok=True)
     static = src / "_static"
@@ -441,23 +477,28 @@ def sources(reports: Path, src: Path, docs: Path = ROOT / "docs") -> list[str]:
     import plotly
 
     shutil.copy(Path(plotly.__file__).parent / "package_data" / "plotly.min.js", static / "plotly.min.js")
-    lessons, notes = [], []
+    # the docs pages: the notation (a placeholder until it is written) and the equations
+    docs_pages = {name: (docs / f"{name}.md").read_text() for name in DOCS if (docs / f"{name}.md").exists()}
+    docs_pages.setdefault("notation", NOTATION_PLACEHOLDER)
+    pages = {executed.stem for executed in notebooks(reports)} | set(docs_pages)
+    for name, text in docs_pages.items():
+        (src / f"{name}.md").write_text(site_links(text, pages))
+    lessons, roadmap, notes = [], {}, []
     for executed in notebooks(reports):
         nb = nbformat.read(executed, as_version=4)
-        page, lesson_notes = lesson_copy(nb, executed.stem)
+        page, lesson_notes = lesson_copy(nb, executed.stem, pages)
         nbformat.write(page, src / executed.name)
         lessons.append((executed.stem, title(nb) or executed.stem))
+        roadmap[executed.stem] = roadmap_row(nb, executed.stem)
         notes += lesson_notes
     (src / "conf.py").write_text(CONF)
-    (src / "index.md").write_text(index_page(lessons))
+    (src / "index.md").write_text(index_page(lessons, roadmap, [name for name in DOCS if name in docs_pages]))
     (src / "bibliography.md").write_text(bibliography_page(lessons))
     (src / "references.bib").write_text("\n\n".join(p["bibtex"] for p in PAPERS.values()) + "\n")
-    notation = docs / "notation.md"
-    (src / "notation.md").write_text(notation.read_text() if notation.exists() else NOTATION_PLACEHOLDER)
     return notes
 
 
-def build(reports: Path, out: Path | None = None, progress=print) -> Path:
+def build(reports: Path, out: Path | None = None, progress=print, docs: Path = ROOT / "docs") -> Path:
     """Build the site from ``reports/NN_*.ipynb`` into ``out`` (default ``reports/site``), the Sphinx
     sources in ``reports/site-src``; returns the entry page. Sphinx runs in a child process (a
     fresh build each time, warnings printed, none fatal: a warning in a page being written elsewhere
@@ -466,7 +507,7 @@ def build(reports: Path, out: Path | None = None, progress=print) -> Path:
     out = Path(out) if out is not None else reports / "site"
     src = reports / "site-src"
     start = time.perf_counter()
-    for note in sources(reports, src):
+    for note in sources(reports, src, docs):
         progress(f"  note: {note}")
     shutil.rmtree(out, ignore_errors=True)
     cmd = [sys.executable, "-m", "sphinx", "-b", "html", "-E", "-q", "--keep-going", "-d", str(src / ".doctrees"),
