@@ -308,6 +308,8 @@ def lesson_copy(nb, name: str, pages: set[str] = frozenset()):
                     out.data = {"text/html": plotly_html(data["application/vnd.plotly.v1+json"],
                                                          f"{name}-figure-{figure_count}")}
                     out.metadata = {}
+                elif "Plotly.newPlot" in data.get("text/html", ""):  # plotly's HTML alone: drawn as it is
+                    notes.append(f"{name}: a plotly figure without its JSON (cell {i}) keeps its own HTML")
                 outputs.append(out)
             cell.outputs = outputs
             if "injected-parameters" in tags:  # papermill's bookkeeping: the profile, folded
