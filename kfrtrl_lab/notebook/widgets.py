@@ -184,8 +184,8 @@ class Explorer:
         which controls stay fixed."""
         axes = self.static_axes()
         fixed = [f"{name} = {_format(value)}" for name, value in self.values().items() if name not in axes]
-        return (f"*A precomputed copy of the explorer ({len(self.static_settings())} settings): each slider moves "
-                f"one control while the others stay at their starting values"
+        return (f"*A precomputed copy of the explorer ({len(self.static_settings())} settings): each slider or "
+                f"button of the figure changes one control while the others stay at their starting values"
                 + (f"; fixed here: {'; '.join(fixed)}" if fixed else "")
                 + ". Click a legend entry to hide its line; the live controls run in JupyterLab.*")
 
