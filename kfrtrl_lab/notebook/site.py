@@ -1,9 +1,10 @@
 """The course site: one offline, navigable website built from the executed notebooks.
 
 ``python -m kfrtrl_lab.notebook.site reports`` turns ``reports/NN_*.ipynb`` (executed by
-:mod:`.reports`; nothing is run again) into ``reports/site/``: a home page with the roadmap, one page
-per lesson, the notation page (``docs/notation.md``), a bibliography, a sidebar, previous/next links
-and search. It is a plain Sphinx build (the Jupyter Book 1 stack: myst-nb with execution off,
+:mod:`.reports`; nothing is run again) into ``reports/site/``: a home page with the roadmap (each
+lesson's question, prerequisites and time), one page per lesson, the notation page
+(``docs/notation.md``, a placeholder until it exists) and the equations (``docs/algorithms.md``), a
+bibliography, a sidebar, previous/next links and search. It is a plain Sphinx build (the Jupyter Book 1 stack: myst-nb with execution off,
 sphinx-book-theme, sphinx-exercise, sphinx-proof, sphinxcontrib-bibtex), so it needs no network:
 MathJax 3 and plotly.js are files of the site (plotly.js once, in ``_static/``, loaded by the pages
 that draw figures), and the site opens from ``file://`` or any static web server.
