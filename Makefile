@@ -25,10 +25,11 @@ SHARED_PTB := $(wildcard ../shared/data/ptb/ptb.char.train.txt)
 export KFRTRL_PTB_DIR ?= $(if $(SHARED_PTB),$(abspath ../shared/data/ptb),)
 
 # Unit tests, then the sweep on a one-node Slurm (slurm-check, ~30 s; skipped with a message where
-# Slurm is missing and this is not root), then every notebook in the quick profile under papermill (into reports/), then
-# nbval re-executes them and compares the tagged claim cells: the reports must reproduce. Then
-# the pages are opened in headless Chromium as a reader would (browser-check), and notebook 3 is
-# run and its slider moved in JupyterLab as a user would (ui-check).
+# Slurm cannot be installed), then every notebook in the quick profile under papermill (into reports/, and the
+# course site built from them into reports/site/), then nbval re-executes them and compares the
+# tagged claim cells: the reports must reproduce; the student versions run and stop only at their
+# exercises. Then the pages and the site are opened in headless Chromium as a reader would
+# (browser-check), and notebook 3 is run and its slider moved in JupyterLab as a user would (ui-check).
 test: $(STAMP) chromium
 	$(PY) -m pytest -q
 	$(PY) -m kfrtrl_lab.slurm_check --optional
@@ -38,7 +39,8 @@ test: $(STAMP) chromium
 	$(PY) -m kfrtrl_lab.notebook.browser reports
 	$(PY) -m kfrtrl_lab.notebook.ui_check
 
-# The main job: execute every notebook (PROFILE=quick|full) and render offline HTML into reports/.
+# The main job: execute every notebook (PROFILE=quick|full), render offline HTML into reports/ and
+# build the course site from the executed notebooks into reports/site/ (open reports/site/index.html).
 reports: $(STAMP)
 	$(PY) -m kfrtrl_lab.notebook.reports --profile $(PROFILE) --out reports
 
@@ -50,7 +52,9 @@ chromium:
 	    apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q chromium; \
 	  else echo "The browser checks need Chromium (as root: apt-get install -y chromium); without it they are skipped" >&2; fi
 
-# Every reports/*.html in headless Chromium with the network off; screenshots to reports/*.png.
+# Every reports/*.html and every page of reports/site/ in headless Chromium with the network off
+# (the site's sliders dragged, its links followed, its search tried); screenshots to reports/*.png
+# and reports/site-screenshots/.
 browser-check: $(STAMP) chromium
 	$(PY) -m kfrtrl_lab.notebook.browser reports
 

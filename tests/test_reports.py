@@ -217,3 +217,26 @@ def test_browser_check_catches_math_errors_missing_fonts_and_size(tmp_path, brow
 
     problems, _ = check_page(browser, no_font, max_mb=0.5, screenshot=False)
     assert any(p.startswith("page is 4.") and "limit 0.5 MB" in p for p in problems), problems
+
+
+def test_main_builds_the_course_site_after_the_notebooks(tmp_path, monkeypatch):
+    """`reports` (what `make reports` runs) ends with the site, built from every executed notebook
+    in its output folder; --no-site leaves it out. Execution is replaced by a copy here."""
+    from kfrtrl_lab.notebook import reports
+
+    source = tmp_path / "notebooks"
+    source.mkdir()
+    for name in ("01_first", "02_second"):
+        nb = nbformat.v4.new_notebook(cells=[nbformat.v4.new_markdown_cell(f"# {name}\n\n$x^2$")])
+        nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
+        nbformat.write(nb, source / f"{name}.ipynb")
+    everywhere = reports.notebooks
+    monkeypatch.setattr(reports, "notebooks", lambda folder=source: everywhere(folder))
+    out = tmp_path / "reports"
+    out.mkdir()
+    monkeypatch.setattr(reports, "execute", lambda nb, folder, **_: Path(shutil.copy(nb, folder)))
+    assert reports.main(["--out", str(out), "--no-site"]) == 0
+    assert (out / "01_first.html").exists() and not (out / "site").exists()
+    assert reports.main(["--out", str(out), "--only", "02"]) == 0
+    site = out / "site"
+    assert {"01_first.html", "02_second.html", "index.html"} <= {p.name for p in site.glob("*.html")}

@@ -4,7 +4,8 @@
 papermill into ``reports/`` and renders each to HTML that needs no network: plotly.js is
 embedded once per page (the notebooks use plotly's offline renderer), MathJax 3 with its fonts
 is copied next to the pages, and the widget manager that nbconvert would load from a CDN is left
-out (a static page has no kernel for the controls to talk to).
+out (a static page has no kernel for the controls to talk to). Once every notebook has run, the
+course site is built from the executed notebooks into ``reports/site/`` (:mod:`.site`).
 
 ``python -m kfrtrl_lab.notebook.reports --strip`` puts the committed notebooks back in their
 clean form after JupyterLab has opened them (see :func:`strip`).
@@ -209,6 +210,7 @@ def main(argv=None) -> int:
     p.add_argument("--out", default=str(ROOT / "reports"))
     p.add_argument("--only", nargs="*", help="notebook name prefixes to run (e.g. 01 03)")
     p.add_argument("--strip", action="store_true", help="put notebooks/*.ipynb back in their committed form")
+    p.add_argument("--no-site", action="store_true", help="skip the course site (OUT/site)")
     args = p.parse_args(argv)
     chosen = [nb for nb in notebooks() if not args.only or any(nb.name.startswith(o) for o in args.only)]
     if args.strip:
@@ -224,6 +226,12 @@ def main(argv=None) -> int:
         html = to_html(execute(nb, out, profile=args.profile, progress=lambda s: print(s, flush=True)), out)
         print(f"  -> {html} ({html.stat().st_size / MB:.1f} MB) in {time.perf_counter() - t0:.1f} s", flush=True)
     print(f"{len(chosen)} notebooks in {time.perf_counter() - start:.0f} s", flush=True)
+    if not args.no_site:
+        from .site import build
+
+        # from every executed notebook in OUT: with --only, the others' earlier runs stay in the site
+        print(f"course site from {out}/NN_*.ipynb", flush=True)
+        build(out, progress=lambda s: print(s, flush=True))
     return 0
 
 

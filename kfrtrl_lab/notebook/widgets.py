@@ -7,9 +7,12 @@ the figure; every change recomputes the figure and replaces the widget's content
 state: in JupyterLab only a widget can redraw after the cell has run, and setting the state
 captures nothing, so a headless run cannot stall on it). The sliders report only on release
 (``continuous_update=False``), so dragging does not queue a recomputation per position, and a
-status line says when a recomputation is running and how long the last one took. A static report
-(executed with ``reports.STATIC_REPORT`` set) cannot show widgets: there the first figure is also
-displayed as a plain output.
+status line says when a recomputation is running and how long the last one took.
+
+A static report (executed with ``reports.STATIC_REPORT`` set) has no kernel for the widgets to
+talk to: there the explorer also displays :meth:`Explorer.static_figure`, one plotly figure whose
+own sliders (buttons, for a checkbox) switch between figures that the same ``draw`` computed in
+advance on a small grid: one control at a time, the others at their starting values.
 """
 
 from __future__ import annotations
@@ -24,12 +27,19 @@ import plotly.graph_objects as go
 from . import experiments as ex
 from . import figures
 
+#: vertical room for one slider under the plot (its value, rail and labels), in pixels
+SLIDER_PX = 85
+
 
 class Explorer:
-    """``controls`` (name -> widget) whose values are the keyword arguments of ``draw``."""
+    """``controls`` (name -> widget) whose values are the keyword arguments of ``draw``.
+    ``static_grid`` (name -> values) is what :meth:`static_figure` offers by default; without it,
+    every option of each slider and both states of each checkbox (other controls stay fixed)."""
 
-    def __init__(self, controls: dict, draw: Callable[..., go.Figure], layout: Callable | None = None):
+    def __init__(self, controls: dict, draw: Callable[..., go.Figure], layout: Callable | None = None,
+                 static_grid: dict | None = None):
         self.controls = controls
+        self.static_grid = static_grid
         self._draw = draw
         self.status = widgets.HTML()
         self.output = widgets.Output()
@@ -68,18 +78,125 @@ class Explorer:
             self.output.outputs = ({"output_type": "display_data", "data": data, "metadata": {}},)
 
     def _ipython_display_(self):
-        from IPython.display import display
+        from IPython.display import Markdown, display
 
         from .reports import STATIC_REPORT
 
         self._show()
         bundle = self.widget._repr_mimebundle_()
         # what a static report shows in place of the live controls
-        bundle["text/plain"] = (f"[controls: {', '.join(self.controls)} — live in a running notebook; "
-                                f"this page shows the figure for the first setting]")
+        bundle["text/plain"] = f"[controls: {', '.join(self.controls)} — live in a running notebook]"
         display(bundle, raw=True)
         if os.environ.get(STATIC_REPORT):
-            display(self.figure)
+            figure = self.static_figure()
+            display(Markdown(self.static_note()))
+            display(figure)
+
+    # -- without a kernel -------------------------------------------------------------------------
+
+    def static_axes(self, grid: dict | None = None) -> dict:
+        """name -> the values the static figure offers for that control (the current one among
+        them); controls with a single value are left out (they stay fixed)."""
+        grid = grid if grid is not None else self.static_grid
+        if grid is None:
+            grid = {name: (c.options if isinstance(c, widgets.SelectionSlider) else (False, True))
+                    for name, c in self.controls.items() if isinstance(c, (widgets.SelectionSlider, widgets.Checkbox))}
+        current = self.values()
+        axes = {}
+        for name, values in grid.items():
+            values = list(dict.fromkeys(values))
+            if current[name] not in values:
+                values.insert(0, current[name])
+            if len(values) > 1:
+                axes[name] = values
+        return axes
+
+    def static_settings(self, grid: dict | None = None) -> list[dict]:
+        """The control values the static figure precomputes: the current setting, then, for each
+        control in the grid, each of its values with the other controls as they are now."""
+        current = self.values()
+        settings = [current]
+        for name, values in self.static_axes(grid).items():
+            settings += [{**current, name: value} for value in values if value != current[name]]
+        return settings
+
+    def static_figure(self, grid: dict | None = None) -> go.Figure:
+        """One figure holding the traces that ``draw`` returns at every setting of
+        :meth:`static_settings`, each setting's shown only while it is selected. A slider per control
+        of the grid (buttons, for a checkbox) selects a setting: its step shows that setting's traces,
+        applies its layout (title, axes) and puts the other sliders back to their starting values,
+        so what the sliders say is what is drawn. Plain plotly, no script of its own: the figure
+        works the same in an HTML report, in the course site and in JupyterLab."""
+        axes = self.static_axes(grid)
+        current = self.values()
+        settings = self.static_settings(grid)
+        start = time.perf_counter()
+        drawn = [self.figure] + [self._draw(**values) for values in settings[1:]]
+        self.static_seconds = time.perf_counter() - start
+
+        # every setting's traces one after the other; owner[i]: the setting trace i belongs to
+        traces = [trace for fig in drawn for trace in fig.data]
+        owner = [k for k, fig in enumerate(drawn) for _ in fig.data]
+
+        def visible(k):
+            return [(t.visible if t.visible is not None else True) if o == k else False for t, o in zip(traces, owner)]
+
+        # the layout keys a step sets: whatever draw puts in its layouts, less what this figure owns
+        # (None removes a key that another setting had)
+        layouts = [fig.layout.to_plotly_json() for fig in drawn]
+        own = {"template", "sliders", "updatemenus", "height", "margin"}
+        keys = sorted({key for layout in layouts for key in layout} - own)
+        buttons = [name for name in axes if isinstance(self.controls[name], widgets.Checkbox)]
+        sliders = [name for name in axes if name not in buttons]
+
+        def menu(name):
+            return f"updatemenus[{buttons.index(name)}]" if name in buttons else f"sliders[{sliders.index(name)}]"
+
+        def step(name, value):
+            k = settings.index({**current, name: value})
+            relayout = {key: layouts[k].get(key) for key in keys}
+            relayout.update({f"{menu(other)}.active": axes[other].index(current[other]) for other in axes if other != name})
+            return dict(method="update", args=[{"visible": visible(k)}, relayout])
+
+        def label(name):
+            return getattr(self.controls[name], "description", "") or name
+
+        figure = go.Figure(data=traces, layout=drawn[0].layout)
+        for trace, shown in zip(figure.data, visible(0)):
+            trace.visible = shown
+        figure.update_layout(
+            sliders=[dict(active=axes[name].index(current[name]), currentvalue=dict(prefix=f"{label(name)} = "),
+                          x=0, len=1.0, y=0, yanchor="top", pad=dict(t=60 + SLIDER_PX * i),
+                          steps=[dict(label=_format(value), **step(name, value)) for value in axes[name]])
+                     for i, name in enumerate(sliders)],
+            updatemenus=[dict(type="buttons", direction="right", showactive=True, x=0, xanchor="left",
+                              y=1.02 + 0.1 * i, yanchor="bottom", active=axes[name].index(current[name]),
+                              buttons=[dict(label=f"{label(name)}: {_format(value)}", **step(name, value))
+                                       for value in axes[name]])
+                         for i, name in enumerate(buttons)])
+        if sliders:
+            figure.update_layout(height=(drawn[0].layout.height or 480) + SLIDER_PX * len(sliders),
+                                 margin=dict(b=80 + SLIDER_PX * len(sliders)))
+        return figure
+
+    def static_note(self) -> str:
+        """What the reader of a static page is told above :meth:`static_figure`: what it holds and
+        which controls stay fixed."""
+        axes = self.static_axes()
+        fixed = [f"{name} = {_format(value)}" for name, value in self.values().items() if name not in axes]
+        return (f"*A precomputed copy of the explorer ({len(self.static_settings())} settings): each slider or "
+                f"button of the figure changes one control while the others stay at their starting values"
+                + (f"; fixed here: {'; '.join(fixed)}" if fixed else "")
+                + ". Click a legend entry to hide its line; the live controls run in JupyterLab.*")
+
+
+def _format(value) -> str:
+    """A control value as a short label (a tuple of choices as a comma-separated list)."""
+    if isinstance(value, (tuple, list)):
+        return ", ".join(map(_format, value)) or "none"
+    if isinstance(value, bool):
+        return "on" if value else "off"
+    return f"{value:g}" if isinstance(value, float) else str(value)
 
 
 def _default_layout(controls, status):
@@ -126,7 +243,8 @@ def variance_explorer(n_options=(8, 16, 32), lengths=(5, 10, 20), samples_option
         "methods": widgets.SelectMultiple(options=list(methods), value=tuple(methods), rows=len(methods),
                                           description="estimators"),
     }
-    return Explorer(controls, draw)
+    # the number of samples only sharpens the estimate, at a cost: the static copy keeps it fixed
+    return Explorer(controls, draw, static_grid={"n": n_options, "T_max": lengths})
 
 
 # -- notebook 7 -----------------------------------------------------------------------------------
