@@ -205,12 +205,15 @@ def test_computation_graph_figure_draws_both_kinds_of_path():
     assert any("direct path" in name for name in legend) and any("through the state" in name for name in legend)
     arrows = [a for a in fig.layout.annotations if a.showarrow]
     colors = [a.arrowcolor for a in arrows]
+    for trace in fig.data:  # every legend entry is drawn: its edges' segments
+        if trace.name:
+            assert sum(v is not None for v in trace.x) >= 2
     assert colors.count(figures.DIRECT_COLOR) == 1  # one direct edge θ → h_t
     assert colors.count(figures.STATE_COLOR) == 2  # θ → h_{t-1} and h_{t-1} → h_t
     labels = " ".join(a.text for a in fig.layout.annotations)
     for text in ("H<sub>t</sub>", "F<sub>t</sub>", "F<sub>t−1</sub>"):
         assert text in labels
-    nodes = fig.data[0].text
+    nodes = next(tr for tr in fig.data if tr.mode == "markers+text").text
     assert {"h<sub>t</sub>", "h<sub>t−1</sub>", "h<sub>t−2</sub>", "θ"} <= set(nodes)
 
 

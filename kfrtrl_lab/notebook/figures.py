@@ -283,6 +283,20 @@ def computation_graph_figure() -> go.Figure:
                                font=dict(size=14, color=color if color != "#bbbbbb" else "#555555"))
     fig.add_annotation(x=1.9, y=-0.72, text="θ = vec W: the same weights at every step", showarrow=False,
                        font=dict(size=13, color="#555555"))
+    for name, color in (("direct path θ → h<sub>t</sub>: F<sub>t</sub>", DIRECT_COLOR),
+                        ("through the state θ → h<sub>t−1</sub> → h<sub>t</sub>: H<sub>t</sub> F<sub>t−1</sub>", STATE_COLOR),
+                        ("older paths, summed in G<sub>t−1</sub> already: H<sub>t</sub> H<sub>t−1</sub> F<sub>t−2</sub>, …",
+                         OLD_COLOR)):
+        # the edges of this colour as a line trace under their arrows: the legend entry is the edges
+        xs, ys = [], []
+        for a, b, edge_color, _, _ in edges:
+            if edge_color == color:
+                (x0, y0, _), (x1, y1, _) = nodes[a], nodes[b]
+                xs += [x0, x1, None]
+                ys += [y0, y1, None]
+        fig.add_trace(go.Scatter(x=xs, y=ys, mode="lines", line=dict(color=color, width=3), name=name,
+                                 hoverinfo="skip"))
+    # the nodes last, so they cover the lines' ends
     names = [k for k in nodes]
     fig.add_trace(go.Scatter(
         x=[nodes[k][0] for k in names], y=[nodes[k][1] for k in names], mode="markers+text",
@@ -290,11 +304,6 @@ def computation_graph_figure() -> go.Figure:
         marker=dict(size=[46 if k.startswith(("h", "theta")) else 34 for k in names], line=dict(width=2, color="#333333"),
                     color=["#fff7bc" if k == "theta" else "#fde0dd" if k == "L" else "#f0f0f0" if k.startswith("x")
                            else "#ffffff" for k in names])))
-    for name, color in (("direct path θ → h<sub>t</sub>: F<sub>t</sub>", DIRECT_COLOR),
-                        ("through the state θ → h<sub>t−1</sub> → h<sub>t</sub>: H<sub>t</sub> F<sub>t−1</sub>", STATE_COLOR),
-                        ("older paths, summed in G<sub>t−1</sub> already: H<sub>t</sub> H<sub>t−1</sub> F<sub>t−2</sub>, …",
-                         OLD_COLOR)):
-        fig.add_trace(go.Scatter(x=[None], y=[None], mode="lines", line=dict(color=color, width=3), name=name))
     fig.update_layout(title="The unrolled graph: every path from θ to h<sub>t</sub> is one term of "
                             "G<sub>t</sub> = H<sub>t</sub> G<sub>t−1</sub> + F<sub>t</sub>",
                       template="plotly_white", showlegend=True, legend=dict(orientation="h", y=-0.08),
