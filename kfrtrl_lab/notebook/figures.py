@@ -292,8 +292,10 @@ def computation_graph_figure() -> go.Figure:
         for a, b, edge_color, _, _ in edges:
             if edge_color == color:
                 (x0, y0, _), (x1, y1, _) = nodes[a], nodes[b]
-                xs += [x0, x1, None]
-                ys += [y0, y1, None]
+                length = math.hypot(x1 - x0, y1 - y0)
+                ux, uy = (x1 - x0) / length, (y1 - y0) / length
+                xs += [x0 + shrink * ux, x1 - shrink * ux, None]  # the arrow's own extent, clear of the nodes
+                ys += [y0 + shrink * uy, y1 - shrink * uy, None]
         fig.add_trace(go.Scatter(x=xs, y=ys, mode="lines", line=dict(color=color, width=3), name=name,
                                  hoverinfo="skip"))
     # the nodes last, so they cover the lines' ends
