@@ -48,6 +48,135 @@ def rtrl_vs_bptt(cell: str = "rhn", hidden_size: int = 8, T: int = 20, seed: int
             "relative_error": ((rtrl - exact).norm() / exact.norm()).item()}
 
 
+def tiny_tanh_problem(input_size: int = 3, hidden_size: int = 5, T: int = 12, seed: int = 0,
+                      init_std: float = 0.5):
+    """A seeded tanh RNN h_t = tanh(x̂_t W) (r_g = 1) with its readout, float64, and one random
+    sequence: returns (model, W, W_out, inputs (T, m), targets (T,)), W and W_out detached."""
+    model = random_model("tanh", input_size, hidden_size, 4, init_std=init_std, seed=seed)
+    x, y = random_sequence(model, T, seed=seed + 1)
+    return model, model.cell.weight.detach(), model.readout.detach(), x, y
+
+
+def from_scratch_check(rtrl_fn, bptt_fn=None, input_size: int = 3, hidden_size: int = 5, T: int = 12,
+                       seed: int = 0) -> dict:
+    """Compare a from-scratch gradient ``rtrl_fn(W, W_out, inputs, targets)`` -> dL/dW (a, n) of a tanh
+    RNN with the package: ``kl.true_gradient`` (torch.autograd over the unrolled sequence) and
+    ``kl.RTRL`` (the package's G_t = H_t G_{t-1} + F_t); with ``bptt_fn`` (same signature) also
+    with it. Relative differences ‖ĝ − g‖/‖g‖, float64, on :func:`tiny_tanh_problem`."""
+    model, W, W_out, x, y = tiny_tanh_problem(input_size, hidden_size, T, seed)
+    autograd = true_gradient(model, x, y).view_as(W)
+    package_rtrl = gradient_samples(model, x, y, "rtrl", 1)[0].view_as(W)
+    mine = rtrl_fn(W, W_out, x, y)
+
+    def rel(a, b):
+        return ((a - b).norm() / b.norm()).item()
+
+    out = {"n": hidden_size, "m": input_size, "T": T, "P": W.numel(), "shape_ok": tuple(mine.shape) == tuple(W.shape)}
+    if out["shape_ok"]:
+        out.update(scratch_vs_autograd=rel(mine, autograd), scratch_vs_package_rtrl=rel(mine, package_rtrl))
+    out["package_rtrl_vs_autograd"] = rel(package_rtrl, autograd)
+    if bptt_fn is not None:
+        out["bptt_fn_vs_autograd"] = rel(bptt_fn(W, W_out, x, y), autograd)
+    return out
+
+
+def measured_counts(cell: str = "tanh", input_size: int = 4, hidden_size: int = 8, T: int = 10,
+                    seed: int = 0) -> dict:
+    """RTRL's and BPTT's costs for one lane, measured on the package (not computed from formulas):
+
+    - ``P``: entries of the cell's W;
+    - ``rtrl_memory``: numbers in ``kl.RTRL``'s influence G_t per lane;
+    - ``rtrl_madds_per_step``: multiply-adds of the product H_t G_{t-1} in one ``kl.RTRL`` step
+      (torch's FLOP counter on its batched matrix product; a multiply-add counts 2 FLOPs there);
+    - ``bptt_memory``: numbers autograd saves for the backward pass over the unrolled cell for T
+      steps (saved tensors, the parameter W itself not counted);
+    - ``bptt_madds_per_sequence``: multiply-adds of the matrix products of that forward and
+      backward pass (x̂_t W forward; x̂_tᵀ δ_t and δ_t Wᵀ backward; the first step needs no
+      δ_1 Wᵀ since h_0 does not depend on W).
+
+    The loss over the cell is Σ_t Σ_j h_t,j, so no readout product is counted."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    model = random_model(cell, input_size, hidden_size, 4, init_std=0.5, seed=seed)
+    c = model.cell
+    x, y = random_sequence(model, T, seed=seed + 1)
+    est = make_estimator("rtrl", model, 1, reduction="sum")
+    est.step(x[:1], y[:1])  # G_1 = F_1; the next step propagates it
+    with FlopCounterMode(display=False) as counter:
+        est.step(x[1:2], y[1:2])
+    bmm = sum(v for k, v in counter.get_flop_counts()["Global"].items() if "bmm" in str(k))
+    saved = {}
+    weight_storage = c.weight.untyped_storage().data_ptr()
+
+    def pack(t):
+        ptr = t.untyped_storage().data_ptr()
+        if ptr != weight_storage:
+            saved[ptr] = t.untyped_storage().nbytes() // t.element_size()
+        return t
+
+    with FlopCounterMode(display=False) as counter:
+        with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t), torch.enable_grad():
+            state, loss = c.zero_state(1), 0.0
+            for t in range(T):
+                state = c(x[t : t + 1], state)
+                loss = loss + c.hidden(state).sum()
+        torch.autograd.grad(loss, c.weight)
+    mm = sum(v for k, v in counter.get_flop_counts()["Global"].items() if "mm" in str(k))
+    return {"cell": cell, "m": input_size, "n": hidden_size, "r_g": c.gate_blocks, "T": T,
+            "P": c.weight.numel(), "rtrl_memory": est.influence[0].numel(), "rtrl_madds_per_step": bmm // 2,
+            "bptt_memory": sum(saved.values()), "bptt_madds_per_sequence": mm // 2}
+
+
+def online_rtrl_drift(learning_rates, cell: str = "tanh", hidden_size: int = 8, T: int = 30, seed: int = 0,
+                      init_std: float = 0.5) -> list[dict]:
+    """RTRL while the parameters move: after every step, θ ← θ − η dL_t/dθ (plain SGD on W, the
+    readout fixed). At step T, RTRL reads g_T^online = ∂L_T/∂h_T G_T off an influence built from
+    Jacobians taken at T different parameter settings θ^(0) … θ^(T−1). Compared, for each η, with
+    the BPTT gradient dL_T/dθ of the same loss L_T at a single fixed setting: the parameters the
+    step used, θ^(T−1) (``vs_current``), and the initial ones, θ^(0) (``vs_initial``), each by
+    autograd over the whole sequence run with those parameters. Relative differences ‖·‖/‖g‖; at
+    η = 0 all three are the same gradient."""
+    rows = []
+    for lr in learning_rates:
+        model = random_model(cell, 4, hidden_size, 4, init_std=init_std, seed=seed)
+        x, y = random_sequence(model, T, seed=seed + 1)
+        W = model.cell.weight
+        initial = W.detach().clone()
+        est = make_estimator("rtrl", model, 1, reduction="sum")
+        for t in range(T):
+            _, grad = est.step_lane_gradients(x[t : t + 1], y[t : t + 1])
+            if t < T - 1:
+                with torch.no_grad():
+                    W -= lr * grad[0]
+        online = grad[0]
+        change = ((W.detach() - initial).norm() / initial.norm()).item()
+
+        def bptt_last(params):
+            with torch.no_grad():
+                W.copy_(params)
+            return _last_step_gradient(model, x, y)
+
+        current = bptt_last(W.detach().clone())
+        first = bptt_last(initial)
+        rows.append({"lr": lr, "T": T, "n": hidden_size, "cell": cell,
+                     "vs_current": ((online - current).norm() / current.norm()).item(),
+                     "vs_initial": ((online - first).norm() / first.norm()).item(),
+                     "parameter_change": change})
+    return rows
+
+
+def _last_step_gradient(model: RecurrentModel, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    """dL_T/dW (only the last step's loss) by autograd over the whole sequence, fixed parameters."""
+    c = model.cell
+    with torch.enable_grad():
+        state = c.zero_state(1)
+        for t in range(x.shape[0]):
+            state = c(x[t : t + 1], state)
+        loss = model.lane_losses(c.hidden(state), y[-1:]).sum()
+        (grad,) = torch.autograd.grad(loss, c.weight)
+    return grad
+
+
 # -- notebook 2: the Kronecker factorisation ---------------------------------------------------
 
 def immediate_jacobian_check(cell: str = "rhn", hidden_size: int = 5, seed: int = 0) -> dict:

@@ -238,3 +238,142 @@ def cost_figure(rows: list[dict], value: str = "ms_per_step", title: str | None 
                                  line=dict(color=method_color(method), dash=method_dash(method))))
     return _layout(fig, title or f"{label(value)} against {x}", _axis(x, [r[x] for r in rows], log=True),
                    _axis(value, [r.get(value) for r in rows], log=True))
+
+
+# -- notebook 1: RTRL from scratch ------------------------------------------------------------------
+
+#: colours of the two kinds of path in the computation graph of notebook 1
+DIRECT_COLOR, STATE_COLOR, OLD_COLOR = "#d62728", "#1f77b4", "#9ecae1"
+
+
+def computation_graph_figure() -> go.Figure:
+    """The unrolled graph h_{t-2} → h_{t-1} → h_t with θ feeding every step and L_t read off h_t,
+    drawn with plotly shapes and annotations. The edges are coloured by the term of
+    G_t = H_t G_{t-1} + F_t they belong to: the direct path θ → h_t (F_t) and the paths through
+    the state, θ → h_{t-1} → h_t and θ → h_{t-2} → h_{t-1} → h_t (both in H_t G_{t-1})."""
+    nodes = {  # name: (x, y, label)
+        "h3": (0.0, 1.0, "h<sub>t−3</sub>"), "h2": (1.0, 1.0, "h<sub>t−2</sub>"),
+        "h1": (2.0, 1.0, "h<sub>t−1</sub>"), "h0": (3.0, 1.0, "h<sub>t</sub>"),
+        "theta": (1.9, -0.35, "θ"), "L": (4.0, 1.0, "L<sub>t</sub>"),
+        "x2": (1.0, 2.0, "x<sub>t−2</sub>"), "x1": (2.0, 2.0, "x<sub>t−1</sub>"), "x0": (3.0, 2.0, "x<sub>t</sub>"),
+    }
+    edges = [  # (from, to, colour, dash, label of the edge)
+        ("h3", "h2", "#bbbbbb", "dot", "…"), ("h2", "h1", OLD_COLOR, "solid", "H<sub>t−1</sub>"),
+        ("h1", "h0", STATE_COLOR, "solid", "H<sub>t</sub>"),
+        ("theta", "h2", OLD_COLOR, "solid", "F<sub>t−2</sub>"), ("theta", "h1", STATE_COLOR, "solid", "F<sub>t−1</sub>"),
+        ("theta", "h0", DIRECT_COLOR, "solid", "F<sub>t</sub>"),
+        ("h0", "L", "#555555", "solid", "∂L<sub>t</sub>/∂h<sub>t</sub>"),
+        ("x2", "h2", "#bbbbbb", "solid", ""), ("x1", "h1", "#bbbbbb", "solid", ""), ("x0", "h0", "#bbbbbb", "solid", ""),
+    ]
+    fig = go.Figure()
+    shrink = 0.17  # arrows stop at the node's circle, not its centre
+    for a, b, color, dash, text in edges:
+        (x0, y0, _), (x1, y1, _) = nodes[a], nodes[b]
+        length = math.hypot(x1 - x0, y1 - y0)
+        ux, uy = (x1 - x0) / length, (y1 - y0) / length
+        fig.add_annotation(x=x1 - shrink * ux, y=y1 - shrink * uy, ax=x0 + shrink * ux, ay=y0 + shrink * uy,
+                           xref="x", yref="y", axref="x", ayref="y", showarrow=True, arrowhead=2, arrowsize=1.2,
+                           arrowwidth=3 if color in (DIRECT_COLOR, STATE_COLOR, OLD_COLOR) else 1.5,
+                           arrowcolor=color, text="")
+        if dash == "dot":
+            fig.add_annotation(x=(x0 + x1) / 2, y=y0 + 0.12, text=text, showarrow=False, font=dict(size=16))
+        elif text:
+            # the label sits beside the edge's middle, on its left-hand side
+            fig.add_annotation(x=(x0 + x1) / 2 - 0.13 * uy, y=(y0 + y1) / 2 + 0.13 * ux, text=text, showarrow=False,
+                               font=dict(size=14, color=color if color != "#bbbbbb" else "#555555"))
+    fig.add_annotation(x=1.9, y=-0.72, text="θ = vec W: the same weights at every step", showarrow=False,
+                       font=dict(size=13, color="#555555"))
+    for name, color in (("direct path θ → h<sub>t</sub>: F<sub>t</sub>", DIRECT_COLOR),
+                        ("through the state θ → h<sub>t−1</sub> → h<sub>t</sub>: H<sub>t</sub> F<sub>t−1</sub>", STATE_COLOR),
+                        ("older paths, summed in G<sub>t−1</sub> already: H<sub>t</sub> H<sub>t−1</sub> F<sub>t−2</sub>, …",
+                         OLD_COLOR)):
+        # the edges of this colour as a line trace under their arrows: the legend entry is the edges
+        xs, ys = [], []
+        for a, b, edge_color, _, _ in edges:
+            if edge_color == color:
+                (x0, y0, _), (x1, y1, _) = nodes[a], nodes[b]
+                length = math.hypot(x1 - x0, y1 - y0)
+                ux, uy = (x1 - x0) / length, (y1 - y0) / length
+                xs += [x0 + shrink * ux, x1 - shrink * ux, None]  # the arrow's own extent, clear of the nodes
+                ys += [y0 + shrink * uy, y1 - shrink * uy, None]
+        fig.add_trace(go.Scatter(x=xs, y=ys, mode="lines", line=dict(color=color, width=3), name=name,
+                                 hoverinfo="skip"))
+    # the nodes last, so they cover the lines' ends
+    names = [k for k in nodes]
+    fig.add_trace(go.Scatter(
+        x=[nodes[k][0] for k in names], y=[nodes[k][1] for k in names], mode="markers+text",
+        text=[nodes[k][2] for k in names], textfont=dict(size=16), showlegend=False, hoverinfo="skip",
+        marker=dict(size=[46 if k.startswith(("h", "theta")) else 34 for k in names], line=dict(width=2, color="#333333"),
+                    color=["#fff7bc" if k == "theta" else "#fde0dd" if k == "L" else "#f0f0f0" if k.startswith("x")
+                           else "#ffffff" for k in names])))
+    fig.update_layout(title="The unrolled graph: every path from θ to h<sub>t</sub> is one term of "
+                            "G<sub>t</sub> = H<sub>t</sub> G<sub>t−1</sub> + F<sub>t</sub>",
+                      template="plotly_white", showlegend=True, legend=dict(orientation="h", y=-0.08),
+                      xaxis=dict(visible=False, range=[-0.4, 4.4]), yaxis=dict(visible=False, range=[-0.8, 2.35]),
+                      height=460)
+    return fig
+
+
+def rtrl_bptt_cost_figure(counted: list[dict], timed: list[dict], T: int) -> go.Figure:
+    """RTRL against BPTT, three log–log panels against n: multiply-adds per step and numbers kept
+    (both counted on the package by ``experiments.measured_counts``: RTRL n²·P and n·P; BPTT its
+    sequence's forward and backward products divided by T, and the tensors autograd keeps over a
+    sequence of T steps), and the measured time per step (``measure.step_cost``: ``rtrl`` and
+    ``tbptt-<τ>``, BPTT over windows of τ steps). Each line's fitted slope is in its name; a dotted
+    n⁴ (resp. n³) reference is drawn through RTRL's largest point."""
+    from plotly.subplots import make_subplots
+
+    fig = make_subplots(rows=1, cols=3, horizontal_spacing=0.08, subplot_titles=(
+        "counted multiply-adds per step", f"numbers kept (BPTT: a sequence of T = {T})", "measured time per step (ms)"))
+    ns = [r["n"] for r in counted]
+    panels = [
+        (1, [("RTRL: n²·P (H<sub>t</sub> G<sub>t−1</sub>)", [r["rtrl_madds_per_step"] for r in counted], "rtrl"),
+             ("BPTT: (forward + backward) / T", [r["bptt_madds_per_sequence"] / r["T"] for r in counted], "bptt")], 4),
+        (2, [("RTRL: n·P (G<sub>t</sub>)", [r["rtrl_memory"] for r in counted], "rtrl"),
+             ("BPTT: saved for backward", [r["bptt_memory"] for r in counted], "bptt")], 3),
+    ]
+    for col, lines, power in panels:
+        for name, ys, method in lines:
+            fig.add_trace(go.Scatter(x=ns, y=ys, mode="lines+markers", line=dict(color=method_color(method)),
+                                     name=f"{name} (slope {loglog_slope(ns, ys):.2f})", legendgroup=str(col)),
+                          row=1, col=col)
+        top = lines[0][1][-1]
+        fig.add_trace(go.Scatter(x=ns, y=[top * (n / ns[-1]) ** power for n in ns], mode="lines",
+                                 line=dict(color="black", dash="dot", width=1), legendgroup=str(col),
+                                 name=f"n^{power} reference (slope {power}) through RTRL's largest n"), row=1, col=col)
+    for method in dict.fromkeys(r["method"] for r in timed):
+        pts = sorted((r["n"], r["ms_per_step"]) for r in timed if r["method"] == method)
+        xs, ys = [p[0] for p in pts], [p[1] for p in pts]
+        label_ = "RTRL (rtrl)" if method == "rtrl" else f"BPTT ({method})"
+        fig.add_trace(go.Scatter(x=xs, y=ys, mode="lines+markers", line=dict(color=method_color(method)),
+                                 name=f"measured {label_} (slope {loglog_slope(xs, ys):.2f})", legendgroup="3"),
+                      row=1, col=3)
+    values = {1: [r["rtrl_madds_per_step"] for r in counted] + [r["bptt_madds_per_sequence"] / r["T"] for r in counted],
+              2: [r["rtrl_memory"] for r in counted] + [r["bptt_memory"] for r in counted],
+              3: [r["ms_per_step"] for r in timed]}
+    for col in (1, 2, 3):
+        fig.update_xaxes(_axis("n", ns + [r["n"] for r in timed], log=True), row=1, col=col)
+        y = _axis("ms_per_step" if col == 3 else "count", values[col], log=True)
+        y["title"] = {1: "multiply-adds per step and lane", 2: "numbers per lane", 3: "time per step (ms)"}[col]
+        fig.update_yaxes(y, row=1, col=col)
+    fig.update_layout(title="RTRL against BPTT: what the equations count, and what the clock measures",
+                      template="plotly_white", legend=dict(orientation="h", y=-0.25), height=520)
+    return fig
+
+
+def online_drift_figure(rows: list[dict]) -> go.Figure:
+    """RTRL's last gradient, run with an SGD step after every step, against the BPTT gradient at a
+    single parameter setting (``experiments.online_rtrl_drift``), against the learning rate η."""
+    pts = sorted((r for r in rows if r["lr"] > 0), key=lambda r: r["lr"])
+    lrs = [r["lr"] for r in pts]
+    fig = go.Figure()
+    for field, name, color in (("vs_current", "vs BPTT at θ^(T−1), the parameters of step T", STATE_COLOR),
+                               ("vs_initial", "vs BPTT at θ^(0), the parameters of step 1", DIRECT_COLOR)):
+        fig.add_trace(go.Scatter(x=lrs, y=[r[field] for r in pts], mode="lines+markers", name=name,
+                                 line=dict(color=color)))
+    fig.add_trace(go.Scatter(x=lrs, y=[r["parameter_change"] for r in pts], mode="lines+markers",
+                             name="how far θ moved: ‖θ^(T−1) − θ^(0)‖ / ‖θ^(0)‖", line=dict(color="#7f7f7f", dash="dash")))
+    values = [r[f] for r in pts for f in ("vs_current", "vs_initial", "parameter_change")]
+    T = pts[0]["T"] if pts else "?"
+    return _layout(fig, f"RTRL with an update every step: dL_T/dθ (T = {T}) is no single setting's BPTT gradient",
+                   _axis("learning rate η", lrs, log=True), _axis("relative difference ‖ĝ − g‖ / ‖g‖", values, log=True))
