@@ -1,7 +1,6 @@
 """Lesson 2 (the Kronecker factorisation): its experiments, figures and exercise checkers. Every
 checker passes the notebook's own solution and fails a planted wrong answer."""
 
-import math
 from pathlib import Path
 
 import nbformat
@@ -64,8 +63,8 @@ def test_closed_form_variance_and_the_bowl():
         assert ex.kron_step_variance_closed_form(u, M, x_hat, D, p) == pytest.approx(
             ex.kron_step_variance(u, M, x_hat, D, p), rel=1e-12)
     bowl = ex.variance_bowl(seed=2, points=31, draws=300)
-    for m in bowl["measured"]:  # measured from draws, within 4 standard errors of the closed form
-        assert abs(m["variance"] - m["closed_form"]) < 4 * m["se"] + 1e-9 * m["closed_form"]
+    for m in bowl["measured"]:  # measured from draws: off the closed form by O(1/S) only
+        assert m["relative_gap"] < 10 / m["draws"]
     best = min(bowl["measured"], key=lambda m: m["variance"])
     assert best["p"] == pytest.approx(bowl["p_star"])
     fig = figures.variance_vs_p_figure(bowl)
@@ -109,7 +108,8 @@ def test_structure_figures():
     fig = figures.jacobian_blocks_figure(c["D"], c["H"], block_names=["z_c", "z_f"])
     D_shown = fig.data[0].z
     assert len(D_shown) == 5 and len(D_shown[0]) == 10
-    assert math.isnan(D_shown[0][1]) and not math.isnan(D_shown[0][5])  # off-diagonal blank, block 2 diagonal drawn
+    assert D_shown[0][1] is None and D_shown[0][5] is not None  # off-diagonal blank, block 2's diagonal drawn
+    assert all(v is not None for row in fig.data[1].z for v in row)  # H_t dense
     assert [a.text for a in fig.layout.annotations][-2:] == ["z_c", "z_f"]
     cl = ex.kron_closure_check(hidden_size=4, input_size=2)
     shapes = figures.kron_shapes_figure(cl["u"], cl["A"])

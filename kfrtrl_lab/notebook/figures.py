@@ -120,7 +120,7 @@ def _layout(fig: go.Figure, title: str, x: dict, y: dict) -> go.Figure:
 def variance_vs_p_figure(curve: dict) -> go.Figure:
     """Variance of one KF step against p, with p* marked (from experiments.variance_vs_p). With the
     keys of experiments.variance_bowl the line is the closed form and the variance measured from
-    sign draws is drawn over it (markers, ±1 standard error)."""
+    sign draws is drawn over it (markers)."""
     if "closed_form" in curve:
         line = go.Scatter(x=curve["p"], y=curve["closed_form"], mode="lines",
                           name="closed form p²‖u‖²‖D‖² + ‖x̂‖²‖M‖²/p² + 2⟨u,x̂⟩⟨M,D⟩")
@@ -134,8 +134,7 @@ def variance_vs_p_figure(curve: dict) -> go.Figure:
         pts = curve["measured"]
         fig.add_trace(go.Scatter(x=[m["p"] for m in pts], y=[m["variance"] for m in pts], mode="markers",
                                  marker=dict(size=9, color="#d62728", symbol="circle-open", line=dict(width=2)),
-                                 error_y=dict(type="data", array=[m["se"] for m in pts]),
-                                 name=f"measured: sample variance of {pts[0]['draws']} sign draws (±1 SE)"))
+                                 name=f"measured: sample variance of {pts[0]['draws']} sign draws"))
         values += [m["variance"] for m in pts]
     return _layout(fig, "One KF step: variance against the scaling p", _axis("p", curve["p"], log=True),
                    _axis("variance of the step", values, log=True))
@@ -153,11 +152,12 @@ def jacobian_blocks_figure(D, H, title: str | None = None, block_names=None) -> 
     fig = make_subplots(rows=1, cols=2, column_widths=[cols / (cols + ns), ns / (cols + ns)],
                         subplot_titles=(f"D_t: {ns} × {cols}, {r} diagonal blocks", f"H_t: {ns} × {ns}, dense"),
                         horizontal_spacing=0.08)
-    shown = D.masked_fill(D == 0, float("nan"))  # structural zeros stay blank
-    for col, M, name in ((1, shown, "D_t"), (2, H, "H_t")):
+    # structural zeros stay blank: None (JSON null) is a gap in a heatmap; NaN would not be valid JSON
+    shown = [[v if v != 0 else None for v in row] for row in D.tolist()]
+    for col, M, name in ((1, shown, "D_t"), (2, H.tolist(), "H_t")):
         scale = max((D if col == 1 else H).abs().max().item(), 1e-300)
         bar = dict(x=0.56, len=0.8, thickness=12) if col == 1 else dict(len=0.8, thickness=12)
-        fig.add_trace(go.Heatmap(z=M.tolist(), zmid=0, zmin=-scale, zmax=scale, colorscale="RdBu_r",
+        fig.add_trace(go.Heatmap(z=M, zmid=0, zmin=-scale, zmax=scale, colorscale="RdBu_r",
                                  colorbar=bar, name=name, hoverongaps=False,
                                  hovertemplate=name + "[%{y}, %{x}] = %{z:.3g}<extra></extra>"), 1, col)
         fig.update_yaxes(autorange="reversed", title_text="row (state unit i)", row=1, col=col,
