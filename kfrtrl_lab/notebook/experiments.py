@@ -236,6 +236,229 @@ def variance_vs_p(seed: int = 0, n: int = 6, m: int = 3, points: int = 61, low: 
             "grid_ratio": ratio}
 
 
+def kron_convention_check(cell: str = "rhn", hidden_size: int = 4, input_size: int = 3, seed: int = 0) -> dict:
+    """One step of a random cell: x̂_t, D_t (dense, n_s × r_g n), H_t (dense, n_s × n_s) from the
+    package, and the same Jacobians from autograd: F_t = ∂s_t/∂θ at fixed s_{t-1} as an n_s × P
+    matrix (θ = vec W, row-major: P index a'·r_g n + c) and H_t = ∂s_t/∂s_{t-1} through z_t and φ.
+    The notebook compares F with torch.kron(x̂_t, D_t), the row-vector Kronecker product of
+    docs/notation.md: (x̂ ⊗ D)[i, a'·r_g n + c] = x̂_{a'} D[i, c]."""
+    model = random_model(cell, input_size=input_size, hidden_size=hidden_size, init_std=0.5, seed=seed)
+    c = model.cell
+    g = torch.Generator().manual_seed(seed + 1)
+    x = torch.randn(1, c.input_size, generator=g, dtype=torch.float64)
+    h_prev = torch.randn(1, c.hidden_size, generator=g, dtype=torch.float64).tanh()
+    state_prev = torch.stack([h_prev] * c.slots, dim=1)
+    with torch.no_grad():
+        step = c.step(x, state_prev)
+    W = c.weight.detach()
+    F = torch.autograd.functional.jacobian(
+        lambda w: torch.func.functional_call(c, {"weight": w}, (x, state_prev)).flatten(), W)
+    H = torch.autograd.functional.jacobian(lambda s: c(x, s.view_as(state_prev)).flatten(), state_prev.flatten())
+    return {"cell": cell, "x_hat": step.x_hat[0], "D": step.D_dense()[0], "H": step.H_dense()[0],
+            "F_autograd": F.reshape(c.state_size, -1), "H_autograd": H, "h_prev": h_prev[0],
+            "z": c.preactivation(step.x_hat)[0].detach(), "W": W, "input_size": c.input_size}
+
+
+def kron_closure_check(hidden_size: int = 4, input_size: int = 3, seed: int = 0) -> dict:
+    """H_t (u ⊗ A) against u ⊗ (H_t A) for the RHN's H_t and a random pair (u, A), u ∈ R^a,
+    A ∈ R^{n × r_g n}: the product of H_t with a Kronecker product stays one Kronecker product."""
+    step = kron_convention_check("rhn", hidden_size, input_size, seed)
+    g = torch.Generator().manual_seed(seed + 2)
+    u = torch.randn(step["x_hat"].numel(), generator=g, dtype=torch.float64)
+    A = torch.randn(*step["D"].shape, generator=g, dtype=torch.float64)
+    return {"u": u, "A": A, "H": step["H"]}
+
+
+def kron_memory_rows(hidden_sizes, input_size: int = 4, gate_blocks: int = 2) -> list[dict]:
+    """Numbers stored per lane: the exact influence G_t (n × P, P = a·r_g n) against one
+    Kronecker pair u ⊗ A (a + n·r_g n); a = m + n + 1."""
+    rows = []
+    for n in hidden_sizes:
+        a = input_size + n + 1
+        rows.append({"n": n, "a": a, "P": a * gate_blocks * n, "G": n * a * gate_blocks * n,
+                     "kron": a + n * gate_blocks * n})
+    return rows
+
+
+def kron_step_variance_closed_form(u, M, x_hat, D, p) -> float:
+    """Var of one KF step with p = p1/p2 (only the ratio matters):
+    ‖p u ⊗ D + x̂ ⊗ M / p‖² = p²‖u‖²‖D‖² + ‖x̂‖²‖M‖²/p² + 2⟨u, x̂⟩⟨M, D⟩."""
+    return (p**2 * (u @ u) * (D * D).sum() + (x_hat @ x_hat) * (M * M).sum() / p**2
+            + 2 * (u @ x_hat) * (M * D).sum()).item()
+
+
+def kron_step_draws(u, M, x_hat, D, p1, p2, c1, c2):
+    """The two-into-one step for S sign pairs c1, c2 (S,) each: u_t = c1 p1 u + c2 p2 x̂,
+    A_t = c1 M/p1 + c2 D/p2; returns the S estimates u_t ⊗ A_t as (S, a·r_g n·n) rows
+    (each the row-major flattening of torch.kron(u_t, A_t))."""
+    u_t = c1[:, None] * p1 * u + c2[:, None] * p2 * x_hat
+    A_t = c1[:, None, None] * M / p1 + c2[:, None, None] * D / p2
+    return torch.einsum("sa,sic->siac", u_t, A_t).reshape(len(c1), -1)
+
+
+def kron_step_mean(u, M, x_hat, D, p1, p2) -> torch.Tensor:
+    """E[u_t ⊗ A_t] over the four equally likely sign pairs, exactly (no sampling), flattened
+    like :func:`kron_step_draws`."""
+    c = torch.tensor([[1.0, 1.0], [1.0, -1.0], [-1.0, 1.0], [-1.0, -1.0]], dtype=u.dtype)
+    return kron_step_draws(u, M, x_hat, D, p1, p2, c[:, 0], c[:, 1]).mean(dim=0)
+
+
+def kron_step_target(u, M, x_hat, D) -> torch.Tensor:
+    """u ⊗ M + x̂ ⊗ D = H_t (u ⊗ A_{t-1}) + F_t, flattened like :func:`kron_step_draws`."""
+    return (torch.einsum("a,ic->iac", u, M) + torch.einsum("a,ic->iac", x_hat, D)).flatten()
+
+
+def variance_bowl(seed: int = 0, n: int = 6, m: int = 3, points: int = 61, sampled=(0.1, 0.3, 1.0, 3.0, 10.0),
+                  draws: int = 400) -> dict:
+    """:func:`variance_vs_p` plus the variance MEASURED from sign draws at p = f·p* for each f in
+    ``sampled``: ``draws`` pairs (c1, c2) from a seeded generator, the estimates u_t ⊗ A_t built
+    from them, and their sample variance Σ_s ‖ĝ_s − mean‖² / (S − 1) (the target is not used). The
+    closed form is that of :func:`kron_step_variance_closed_form`. Each draw's error is ±X (only its
+    sign is random), so the sample variance is ‖X‖² (1 − ε̄²) S/(S − 1), ε̄ the mean of the S products
+    c1 c2: it is off the closed form by a relative amount of order 1/S (``relative_gap``)."""
+    curve = variance_vs_p(seed=seed, n=n, m=m, points=points)
+    u, M, x_hat, D = kron_step_terms(seed, n, m)
+    curve["closed_form"] = [kron_step_variance_closed_form(u, M, x_hat, D, p) for p in curve["p"]]
+    g = torch.Generator().manual_seed(seed + 7)
+    measured = []
+    for f in sampled:
+        p = f * curve["p_star"]
+        c = torch.randint(0, 2, (draws, 2), generator=g).double() * 2 - 1
+        est = kron_step_draws(u, M, x_hat, D, p, 1.0, c[:, 0], c[:, 1])
+        variance = ((est - est.mean(dim=0)) ** 2).sum().item() / (draws - 1)
+        closed = kron_step_variance_closed_form(u, M, x_hat, D, p)
+        measured.append({"p": p, "variance": variance, "closed_form": closed, "draws": draws,
+                         "relative_gap": abs(variance / closed - 1)})
+    curve["measured"] = measured
+    return curve
+
+
+def kf_rescalings(u_prev, M, x_hat, D):
+    """KF-RTRL's p1 = sqrt(‖M_t‖/‖u_{t-1}‖), p2 = sqrt(‖D_t‖/‖x̂_t‖) for L lanes ((L, a), (L, n_s, r_g n),
+    (L, a), (L, n_s, r_g n)), and ``live`` (L,): 1.0 where both ‖M_t‖ and ‖u_{t-1}‖ are nonzero, else
+    0.0 (after a reset the first term u_{t-1} ⊗ M_t is zero and must be dropped, with p1 = 1, as the
+    package's estimator does)."""
+    norm_M, norm_u = M.flatten(1).norm(dim=1), u_prev.norm(dim=1)
+    live = ((norm_M > 0) & (norm_u > 0)).to(u_prev.dtype)
+    p1 = torch.where(live > 0, (norm_M / norm_u.clamp_min(torch.finfo(u_prev.dtype).tiny)).sqrt(),
+                     torch.ones_like(norm_M))
+    p2 = (D.flatten(1).norm(dim=1) / x_hat.norm(dim=1)).sqrt()
+    return p1, p2, live
+
+
+def kf_step(u_prev, M, x_hat, D, c1, c2):
+    """KF-RTRL's two-into-one step for L lanes (algorithms.md section 3; c1, c2 (L,) signs):
+    u_t = c1 p1 u_{t-1} + c2 p2 x̂_t,  A_t = c1 M_t / p1 + c2 D_t / p2, the first term dropped in lanes
+    where it is zero (see :func:`kf_rescalings`). Returns (u_t, A_t)."""
+    p1, p2, live = kf_rescalings(u_prev, M, x_hat, D)
+    c1 = c1 * live
+    u = (c1 * p1)[:, None] * u_prev + (c2 * p2)[:, None] * x_hat
+    A = (c1 / p1)[:, None, None] * M + (c2 / p2)[:, None, None] * D
+    return u, A
+
+
+def kf_terms(model: RecurrentModel, inputs: torch.Tensor) -> list[dict]:
+    """The exact forward pass of one lane over ``inputs`` (T, m): per step x̂_t, D_t (dense), H_t
+    (dense) and h_t. They do not depend on any estimator (the parameters are fixed)."""
+    cell = model.cell
+    state = cell.zero_state(1)
+    terms = []
+    with torch.no_grad():
+        for t in range(inputs.shape[0]):
+            step = cell.step(inputs[t : t + 1], state)
+            terms.append({"x_hat": step.x_hat[0], "D": step.D_dense()[0], "H": step.H_dense()[0],
+                          "h": step.h[0]})
+            state = step.state
+    return terms
+
+
+def exact_influence(terms: list[dict]) -> torch.Tensor:
+    """G_T by RTRL's recursion G_t = H_t G_{t-1} + x̂_t ⊗ D_t over :func:`kf_terms`, as
+    (n_s, a, r_g n): G[i, a', c] = dh_{T,i}/dW_{a',c}."""
+    G = torch.zeros(terms[0]["D"].shape[0], terms[0]["x_hat"].numel(), terms[0]["D"].shape[1],
+                    dtype=terms[0]["D"].dtype)
+    for term in terms:
+        G = torch.einsum("ij,jac->iac", term["H"], G) + torch.einsum("a,ic->iac", term["x_hat"], term["D"])
+    return G
+
+
+def kf_gradient_samples_with_step(model: RecurrentModel, inputs: torch.Tensor, targets: torch.Tensor, step_fn,
+                                  samples: int, seed: int = 0, fresh_signs: bool = True) -> torch.Tensor:
+    """(S, P) estimates of dL/dW from a from-scratch KF loop over S lanes whose two-into-one step
+    is ``step_fn(u_prev, M, x_hat, D, c1, c2) -> (u_t, A_t)`` (batched over lanes, c1 and c2 (S,)
+    independent signs drawn here from a seeded generator: fresh at every step, or with
+    ``fresh_signs=False`` drawn once per lane and reused at every step). Per step: the exact
+    forward pass gives x̂_t, D_t, H_t; M_t = H_t A_{t-1}; the step; dL_t/dW ≈ u_tᵀ ((∂L_t/∂h_t) A_t),
+    summed over t. With :func:`kf_step` this is KF-RTRL (other random signs than the package's
+    estimator)."""
+    cell, S = model.cell, samples
+    g = torch.Generator().manual_seed(seed)
+    dtype = cell.weight.dtype
+    state = cell.zero_state(S)
+    u = torch.zeros(S, cell.extended_size, dtype=dtype)
+    A = torch.zeros(S, cell.state_size, cell.weight.shape[1], dtype=dtype)
+    total = torch.zeros(S, cell.weight.numel(), dtype=dtype)
+    with torch.no_grad():
+        for t in range(inputs.shape[0]):
+            step = cell.step(inputs[t].expand(S, -1), state)
+            M = torch.bmm(step.H_dense(), A)
+            if fresh_signs or t == 0:
+                c = torch.randint(0, 2, (S, 2), generator=g).to(dtype) * 2 - 1
+            u, A = step_fn(u, M, step.x_hat, step.D_dense(), c[:, 0], c[:, 1])
+            _, dl_dh, _ = model.readout_step(step.h, targets[t].expand(S), torch.ones(S, dtype=dtype))
+            dl_ds = cell.state_cotangent(dl_dh)
+            total += (u[:, :, None] * torch.bmm(dl_ds[:, None, :], A)).reshape(S, -1)
+            state = step.state
+    return total
+
+
+def sequence_unbiasedness(hidden_size: int = 8, T: int = 20, samples: int = 2000, seed: int = 0,
+                          method: str = "kf-rtrl", init_std: float = 0.5, alpha: float = 1e-3) -> dict:
+    """KF-RTRL over a WHOLE sequence: S gradient estimates ĝ (kl.gradient_samples) of a random RHN
+    (W ~ N(0, init_std²), Gaussian inputs, T steps) against the exact g (BPTT), and the z-test of
+    E ĝ = g (kl.unbiasedness_test: per coordinate, tolerance z·SE from the samples' own spread).
+    Also the per-coordinate z-scores and the relative error of the mean of the first S' samples,
+    ‖mean_{S'} − g‖²/‖g‖², against 𝓔/S' (what an unbiased estimator's mean gives)."""
+    model = random_model("rhn", hidden_size=hidden_size, init_std=init_std, seed=seed)
+    x, y = random_sequence(model, T, seed=seed + 1)
+    exact = true_gradient(model, x, y)
+    G = gradient_samples(model, x, y, method, samples, seed=seed + 2)
+    return unbiasedness_summary(G, exact, method, hidden_size, T, alpha)
+
+
+def frozen_signs_unbiasedness(hidden_size: int = 8, T: int = 20, samples: int = 2000, seed: int = 0,
+                              init_std: float = 0.5, alpha: float = 1e-3) -> dict:
+    """:func:`sequence_unbiasedness` on the same model and sequence for the from-scratch KF loop
+    (:func:`kf_gradient_samples_with_step` with :func:`kf_step`) whose signs are drawn ONCE per
+    lane and reused at every step: the signs of step t are then not independent of the past."""
+    model = random_model("rhn", hidden_size=hidden_size, init_std=init_std, seed=seed)
+    x, y = random_sequence(model, T, seed=seed + 1)
+    exact = true_gradient(model, x, y)
+    G = kf_gradient_samples_with_step(model, x, y, kf_step, samples, seed=seed + 2, fresh_signs=False)
+    return unbiasedness_summary(G, exact, "KF, signs drawn once per lane", hidden_size, T, alpha)
+
+
+def unbiasedness_summary(G: torch.Tensor, exact: torch.Tensor, method: str, hidden_size: int, T: int,
+                         alpha: float = 1e-3) -> dict:
+    """The z-test of E ĝ = g for samples G (S, P) (kl.unbiasedness_test), the per-coordinate z-scores
+    (mean − g)/SE, the relative error 𝓔 of one sample, and ‖mean of the first S' − g‖²/‖g‖² at a few
+    S' beside 𝓔/S' (its expectation for an unbiased estimator; a bias b adds ‖b‖²/‖g‖²)."""
+    from ..analysis import unbiasedness_test
+
+    samples = G.shape[0]
+    test = unbiasedness_test(G, exact, alpha)
+    se = G.std(dim=0) / samples**0.5
+    z = (G.mean(dim=0) - exact) / se
+    err = relative_error(G, exact)
+    norm2 = (exact * exact).sum()
+    counts = sorted({int(round(samples ** (k / 8))) for k in range(3, 9)} | {samples})
+    running = G.cumsum(dim=0)
+    convergence = [{"S": s, "mean_error": (((running[s - 1] / s - exact) ** 2).sum() / norm2).item(),
+                    "unbiased_expectation": err / s} for s in counts]
+    return {"n": hidden_size, "T": T, "samples": samples, "P": exact.numel(), "method": method, "test": test,
+            "z": z, "relative_error": err, "convergence": convergence}
+
+
 # -- notebook 3: variance -----------------------------------------------------------------------
 
 def variance_sweep(hidden_sizes, lengths, methods=("kf-rtrl", "uoro"), samples: int = 100, seed: int = 0,

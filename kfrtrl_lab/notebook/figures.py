@@ -118,12 +118,160 @@ def _layout(fig: go.Figure, title: str, x: dict, y: dict) -> go.Figure:
 
 
 def variance_vs_p_figure(curve: dict) -> go.Figure:
-    """Variance of one KF step against p, with p* marked (from experiments.variance_vs_p)."""
-    fig = go.Figure(go.Scatter(x=curve["p"], y=curve["variance"], mode="lines", name="E‖ĝ − g‖² of the step"))
+    """Variance of one KF step against p, with p* marked (from experiments.variance_vs_p). With the
+    keys of experiments.variance_bowl the line is the closed form and the variance measured from
+    sign draws is drawn over it (markers)."""
+    if "closed_form" in curve:
+        line = go.Scatter(x=curve["p"], y=curve["closed_form"], mode="lines",
+                          name="closed form p²‖u‖²‖D‖² + ‖x̂‖²‖M‖²/p² + 2⟨u,x̂⟩⟨M,D⟩")
+    else:
+        line = go.Scatter(x=curve["p"], y=curve["variance"], mode="lines", name="E‖ĝ − g‖² of the step")
+    fig = go.Figure(line)
     fig.add_trace(go.Scatter(x=[curve["p_star"]], y=[curve["variance_at_p_star"]], mode="markers",
                              marker=dict(size=11, symbol="x"), name="p* (equal factor norms)"))
+    values = list(curve["variance"])
+    if curve.get("measured"):
+        pts = curve["measured"]
+        fig.add_trace(go.Scatter(x=[m["p"] for m in pts], y=[m["variance"] for m in pts], mode="markers",
+                                 marker=dict(size=9, color="#d62728", symbol="circle-open", line=dict(width=2)),
+                                 name=f"measured: sample variance of {pts[0]['draws']} sign draws"))
+        values += [m["variance"] for m in pts]
     return _layout(fig, "One KF step: variance against the scaling p", _axis("p", curve["p"], log=True),
-                   _axis("variance of the step", curve["variance"], log=True))
+                   _axis("variance of the step", values, log=True))
+
+
+def jacobian_blocks_figure(D, H, title: str | None = None, block_names=None) -> go.Figure:
+    """Heatmaps of one step's D_t (n_s × r_g n: r_g diagonal blocks, zeros left blank) and H_t
+    (n_s × n_s, dense), each on its own colour scale centred at 0 (experiments.kron_convention_check);
+    ``block_names`` label D_t's gate blocks."""
+    from plotly.subplots import make_subplots
+
+    D, H = D.detach().double(), H.detach().double()
+    ns, cols = D.shape
+    r = cols // ns if cols % ns == 0 else 1
+    fig = make_subplots(rows=1, cols=2, column_widths=[cols / (cols + ns), ns / (cols + ns)],
+                        subplot_titles=(f"D_t: {ns} × {cols}, {r} diagonal blocks", f"H_t: {ns} × {ns}, dense"),
+                        horizontal_spacing=0.08)
+    # structural zeros stay blank: None (JSON null) is a gap in a heatmap; NaN would not be valid JSON
+    shown = [[v if v != 0 else None for v in row] for row in D.tolist()]
+    for col, M, name in ((1, shown, "D_t"), (2, H.tolist(), "H_t")):
+        scale = max((D if col == 1 else H).abs().max().item(), 1e-300)
+        bar = dict(x=0.56, len=0.8, thickness=12) if col == 1 else dict(len=0.8, thickness=12)
+        fig.add_trace(go.Heatmap(z=M, zmid=0, zmin=-scale, zmax=scale, colorscale="RdBu_r",
+                                 colorbar=bar, name=name, hoverongaps=False,
+                                 hovertemplate=name + "[%{y}, %{x}] = %{z:.3g}<extra></extra>"), 1, col)
+        fig.update_yaxes(autorange="reversed", title_text="row (state unit i)", row=1, col=col,
+                         scaleanchor=f"x{'' if col == 1 else col}", constrain="domain")
+        fig.update_xaxes(constrain="domain", row=1, col=col)
+    fig.update_xaxes(title_text="column c (gate block, unit)", row=1, col=1)
+    fig.update_xaxes(title_text="column (unit of h_{t-1})", row=1, col=2)
+    for g in range(1, r):
+        fig.add_vline(x=g * ns - 0.5, line=dict(color="black", width=1, dash="dot"), row=1, col=1)
+    for g, block in enumerate(block_names or []):
+        fig.add_annotation(x=g * ns + (ns - 1) / 2, y=-0.5, yshift=12, text=block, showarrow=False, row=1, col=1)
+    fig.update_layout(title=title or "One RHN step: the structure of D_t and H_t", template="plotly_white",
+                      showlegend=False)
+    return fig
+
+
+def kron_shapes_figure(u, A, title: str | None = None) -> go.Figure:
+    """One Kronecker pair drawn to scale: the n × P influence u ⊗ A (P = a·r_g n; the column block
+    of x̂-entry a' is u_{a'} A) above its two factors, u (a numbers) and A (n × r_g n), with the
+    count of stored numbers in each title."""
+    from plotly.subplots import make_subplots
+
+    u, A = u.detach().double(), A.detach().double()
+    a, (n, cols) = u.numel(), A.shape
+    G = torch_kron_row(u, A)
+    P = G.shape[1]
+    fig = make_subplots(rows=2, cols=2, specs=[[{"colspan": 2}, None], [{}, {}]], row_heights=[0.45, 0.55],
+                        column_widths=[0.5, 0.5], vertical_spacing=0.2,
+                        subplot_titles=(f"G = u ⊗ A: n × P = {n} × {P} = {n * P} numbers",
+                                        f"u: a = {a} numbers", f"A: n × r_g n = {n} × {cols} = {n * cols} numbers"))
+    scale = max(G.abs().max().item(), u.abs().max().item(), A.abs().max().item())
+    for M, row, col, name in ((G, 1, 1, "u ⊗ A"), (u[None], 2, 1, "u"), (A, 2, 2, "A")):
+        fig.add_trace(go.Heatmap(z=M.tolist(), zmid=0, zmin=-scale, zmax=scale, colorscale="RdBu_r",
+                                 showscale=row == 1, name=name,
+                                 hovertemplate=name + "[%{y}, %{x}] = %{z:.3g}<extra></extra>"), row, col)
+        anchor = {(1, 1): "x", (2, 1): "x2", (2, 2): "x3"}[(row, col)]
+        fig.update_yaxes(autorange="reversed", row=row, col=col, showticklabels=row == 1 or col == 2,
+                         scaleanchor=anchor, constrain="domain")  # square cells: drawn to scale
+        fig.update_xaxes(constrain="domain", row=row, col=col)
+    for k in range(1, a):
+        fig.add_vline(x=k * cols - 0.5, line=dict(color="black", width=0.5), row=1, col=1)
+    fig.update_xaxes(title_text=f"P = a · r_g n columns: {a} blocks, block a' = u_a' · A", row=1, col=1)
+    fig.update_layout(title=title or f"Memory of one lane: {n * P} numbers for G, {a + n * cols} for (u, A)",
+                      template="plotly_white", showlegend=False, height=560)
+    return fig
+
+
+def torch_kron_row(u, A):
+    """u ⊗ A for a vector u (a,) and a matrix A (n, c): the n × (a·c) matrix torch.kron(u[None], A),
+    entry [i, a'·c + j] = u_{a'} A[i, j] (docs/notation.md's convention)."""
+    import torch
+
+    return torch.kron(u[None], A)
+
+
+def kron_memory_figure(rows: list[dict], title: str | None = None) -> go.Figure:
+    """Numbers stored per lane against n (experiments.kron_memory_rows): the exact influence G_t
+    (n·P ~ r_g n³) against one Kronecker pair u ⊗ A (a + r_g n² ~ r_g n²), log–log."""
+    fig = go.Figure()
+    ns = [r["n"] for r in rows]
+    for key, name, color in (("G", "exact influence G_t: n·P = n·a·r_g n", method_color("rtrl")),
+                             ("kron", "one pair (u, A): a + n·r_g n", method_color("kf-rtrl"))):
+        fig.add_trace(go.Scatter(x=ns, y=[r[key] for r in rows], mode="lines+markers", name=name,
+                                 line=dict(color=color)))
+    return _layout(fig, title or "Numbers stored per lane (RHN, m = 4)", _axis("n", ns, log=True),
+                   _axis("numbers stored per lane", [r[k] for r in rows for k in ("G", "kron")], log=True))
+
+
+def zscore_figure(result: dict, title: str | None = None) -> go.Figure:
+    """Histogram of the per-coordinate z-scores (mean of S estimates − g) / SE of
+    experiments.sequence_unbiasedness, against the standard normal density (what an unbiased
+    estimator gives for large S) and the test's critical ±z (Bonferroni over the P coordinates)."""
+    import math
+
+    z = [v for v in result["z"].tolist() if math.isfinite(v)]
+    crit = result["test"]["z_critical"]
+    width = 0.5
+    top = max(crit + 1, max(abs(v) for v in z) + width)
+    fig = go.Figure(go.Histogram(x=z, xbins=dict(start=-math.ceil(top), end=math.ceil(top), size=width),
+                                 histnorm="probability density", name=f"z of the {len(z)} coordinates of W",
+                                 marker=dict(color=method_color(result["method"]), opacity=0.7)))
+    xs = [-top + 2 * top * k / 200 for k in range(201)]
+    fig.add_trace(go.Scatter(x=xs, y=[math.exp(-x * x / 2) / math.sqrt(2 * math.pi) for x in xs], mode="lines",
+                             name="standard normal density (unbiased, large S)", line=dict(color="black")))
+    for sign in (-1, 1):
+        fig.add_trace(go.Scatter(x=[sign * crit] * 2, y=[0, 0.45], mode="lines", showlegend=sign > 0,
+                                 name=f"critical ±{crit:.2f} (α = {result['test']['alpha']:g}, Bonferroni over P)",
+                                 line=dict(color="#d62728", dash="dash")))
+    return _layout(fig, title or (f"{result['method']} over T = {result['T']} steps (n = {result['n']}, "
+                                  f"S = {result['samples']}): z-scores of the mean"),
+                   {"title": "z = (mean of S estimates − g) / standard error"}, {"title": "density"})
+
+
+def mean_convergence_figure(results, title: str | None = None) -> go.Figure:
+    """‖mean of the first S' estimates − g‖²/‖g‖² against S' for one result of
+    experiments.sequence_unbiasedness (or a list of them), each with 𝓔/S', what it is in expectation
+    for an unbiased estimator (𝓔 = relative error of one estimate, measured from the same samples);
+    a bias makes the measured line level off at bias² instead."""
+    results = [results] if isinstance(results, dict) else list(results)
+    fig = go.Figure()
+    values, S = [], []
+    for result in results:
+        rows = result["convergence"]
+        xs = [r["S"] for r in rows]
+        color = method_color(result["method"])
+        fig.add_trace(go.Scatter(x=xs, y=[r["mean_error"] for r in rows], mode="lines+markers",
+                                 name=f"measured: {result['method']}", line=dict(color=color)))
+        fig.add_trace(go.Scatter(x=xs, y=[r["unbiased_expectation"] for r in rows], mode="lines",
+                                 name=f"relative error/S, if {result['method']} were unbiased (relative error {result['relative_error']:.3g})",
+                                 line=dict(color=color, dash="dot")))
+        values += [r[k] for r in rows for k in ("mean_error", "unbiased_expectation")]
+        S += xs
+    return _layout(fig, title or "The mean of S estimates closes in on g", _axis("samples S", S, log=True),
+                   _axis("‖mean − g‖² / ‖g‖²", values, log=True))
 
 
 def variance_figure(rows: list[dict], x: str = "n", title: str | None = None, y: str = "relative_error") -> go.Figure:

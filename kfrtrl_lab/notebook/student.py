@@ -80,6 +80,8 @@ def check_executed(executed) -> list[str]:
 def main(argv=None) -> int:
     import nbformat
 
+    from papermill.exceptions import PapermillExecutionError
+
     from .reports import execute
 
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
@@ -98,8 +100,6 @@ def main(argv=None) -> int:
     bad = 0
     for path in written:
         # run beside the instructor notebooks, whose relative paths (../results) they share
-        from papermill.exceptions import PapermillExecutionError
-
         try:
             executed_path = execute(path, out / "executed", profile="quick", progress=None, cwd=ROOT / "notebooks")
         except PapermillExecutionError:
