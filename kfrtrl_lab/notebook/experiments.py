@@ -556,9 +556,15 @@ def state_jacobian_norms(model: RecurrentModel, inputs: torch.Tensor) -> list[fl
 def load_trained_model(path) -> tuple[RecurrentModel, dict]:
     """A model saved as {"config": RunConfig fields, "model": state dict, ...} (results/trained/*.pt),
     in float64 for gradient analysis, with the record stored beside its weights (t_max, ema_bits,
-    step, command)."""
+    step, command). A relative ``path`` that does not exist from the working directory is taken
+    relative to the repository root (so a notebook finds results/ wherever it is executed)."""
+    from pathlib import Path
+
     from ..train import RunConfig, build_model
 
+    path = Path(path)
+    if not path.is_absolute() and not path.exists():
+        path = Path(__file__).resolve().parents[2] / path
     saved = torch.load(path, map_location="cpu", weights_only=False)
     config = RunConfig(**{**saved["config"], "device": "cpu"})
     weights = saved["model"]
@@ -654,3 +660,10 @@ def sequence_unbiasedness(model: RecurrentModel, inputs: torch.Tensor, targets: 
         rows.append({"method": method, "T": inputs.shape[0], **test,
                      "relative_bias": ((G.mean(0) - exact).norm() / exact.norm()).item()})
     return rows
+
+
+def lane_state_numbers(method: str, hidden_size: int, input_size: int = 4, cell: str = "rhn") -> int:
+    """How many numbers ``method`` keeps per lane between steps for its influence estimate (the tensors
+    named in its ``lane_state``, counted on a real estimator; the cell state s_t itself excluded)."""
+    est = make_estimator(method, random_model(cell, input_size, hidden_size, 4), 1, seed=0)
+    return sum(getattr(est, name).numel() for name in est.lane_state)
