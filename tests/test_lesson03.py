@@ -254,3 +254,20 @@ def test_trained_rhn_is_committed_small_with_its_command_and_remembers():
     assert ex.copy_recall_bits(model, 5, sequences=8) < 0.5  # it carries the bits over 6 steps
     untrained = ex.random_model("rhn", 4, 16, 4)
     assert ex.copy_recall_bits(untrained, 5, sequences=8) > 1.5  # ≈ 2 bits: uniform over 4 symbols
+
+
+def test_save_trained_model_keeps_weights_record_and_command(tmp_path):
+    model = ex.random_model("rhn", 4, 5, 4)
+    config = {"task": "copy", "method": "rtrl", "cell": "rhn", "hidden": 5, "batch": 2, "lr": 1e-3, "steps": 10,
+              "seed": 0}
+    run = tmp_path / "run"
+    run.mkdir()
+    torch.save({"config": config, "model": model.float().state_dict(), "optimizer": {}, "step": 10}, run / "checkpoint.pt")
+    (run / "summary.json").write_text(json.dumps({"command": "python -m kfrtrl_lab train copy --out x",
+                                                  "git_commit": "abc", "wall_s": 1.0,
+                                                  "curve": [{"step": 10, "t_max": 2, "ema_bits": 0.5}]}))
+    record = ex.save_trained_model(run, tmp_path / "kept" / "m.pt")
+    assert record["t_max"] == 2 and record["command"].endswith("--out x")
+    loaded, again = ex.load_trained_model(tmp_path / "kept" / "m.pt")
+    assert torch.equal(loaded.cell.weight.float(), model.cell.weight.float()) and again["t_max"] == 2
+    assert json.loads((tmp_path / "kept" / "m.json").read_text())["command"] == record["command"]

@@ -667,3 +667,25 @@ def lane_state_numbers(method: str, hidden_size: int, input_size: int = 4, cell:
     named in its ``lane_state``, counted on a real estimator; the cell state s_t itself excluded)."""
     est = make_estimator(method, random_model(cell, input_size, hidden_size, 4), 1, seed=0)
     return sum(getattr(est, name).numel() for name in est.lane_state)
+
+
+def save_trained_model(run_dir, path, command: str | None = None) -> dict:
+    """Keep only what :func:`load_trained_model` needs from a finished run folder of
+    ``python -m kfrtrl_lab train``: the model's state dict, the run's configuration and the last point
+    of its curve (t_max, ema_bits), plus the command that made it (``command``, else the one the
+    run's summary records) — a few kB instead of a checkpoint with optimiser state. Writes ``path``
+    and a JSON sidecar beside it (same name, ``.json``, everything but the weights); returns the record."""
+    import json
+    from pathlib import Path
+
+    run_dir, path = Path(run_dir), Path(path)
+    checkpoint = torch.load(run_dir / "checkpoint.pt", map_location="cpu", weights_only=False)
+    summary = json.loads((run_dir / "summary.json").read_text())
+    last = summary["curve"][-1]
+    record = {"config": checkpoint["config"], "step": checkpoint["step"], "t_max": last["t_max"],
+              "ema_bits": last["ema_bits"], "command": command or summary["command"],
+              "git_commit": summary["git_commit"], "wall_s": summary["wall_s"]}
+    path.parent.mkdir(parents=True, exist_ok=True)
+    torch.save({**record, "model": {k: v.clone() for k, v in checkpoint["model"].items()}}, path)
+    path.with_suffix(".json").write_text(json.dumps(record, indent=1) + "\n")
+    return record
