@@ -10,7 +10,7 @@ import math
 
 import torch
 
-from ..analysis import gradient_samples, relative_error, true_gradient
+from ..analysis import gradient_samples, relative_error, true_gradient, unbiasedness_test
 from ..estimators import make_estimator
 from ..cells import RHN, CellStep, make_cell
 from ..measure import loglog_slope, step_cost  # noqa: F401  (the notebooks' cost measurements)
@@ -638,3 +638,406 @@ def step_cost_model(method: str, hidden_size: int, batch_size: int, input_size: 
     else:
         flops, state = per_lane[method]
     return {"method": method, "n": n, "batch": B, "flops": B * (flops + cell), "state_MB": 4 * B * state / 2**20}
+
+
+# -- notebook 3: one step of each estimator from a common G_{t-1} ----------------------------------
+
+def kf_step_variance_closed_form(u, M, x_hat, D) -> float:
+    """E‖Ĝ_t − Γ_t‖² of one KF-RTRL step with the variance-minimising p's (algorithms.md section 3)
+    for the target Γ_t = u ⊗ M + x̂ ⊗ D (u = u_{t-1}, M = H_t A_{t-1}, x̂ = x̂_t, D = D_t):
+
+        Ĝ_t − Γ_t = c1 c2 (α u ⊗ D + α⁻¹ x̂ ⊗ M),   α = p1/p2,
+        E‖Ĝ_t − Γ_t‖² = α²‖u‖²‖D‖² + α⁻²‖x̂‖²‖M‖² + 2⟨u, x̂⟩⟨M, D⟩,
+        minimum at α² = ‖x̂‖‖M‖/(‖u‖‖D‖):   2‖u‖‖M‖‖x̂‖‖D‖ + 2⟨u, x̂⟩⟨M, D⟩.
+
+    The error's norm is the same for all four sign pairs: this is also every single draw's error."""
+    return float(2 * u.norm() * M.norm() * x_hat.norm() * D.norm() + 2 * (u @ x_hat) * (M * D).sum())
+
+
+def uoro_step_variance_closed_form(n: int, norm_s: float, norm_theta: float, norm_F: float, inner: float,
+                                   beta2: float | None = None) -> float:
+    """E‖Ĝ_t − Γ_t‖² of one UORO step (algorithms.md section 4) from Ĝ_{t-1} = s̃ᵀθ̃, for a cell whose
+    D_t is made of diagonal blocks (tanh, RHN), so that ‖νᵀF_t‖ = ‖F_t‖ for every ν ∈ {±1}^n.
+    With s = H_t s̃_{t-1} (``norm_s``), θ̃ = θ̃_{t-1}, β = ρ0/ρ1 and ``inner`` = ⟨H_t Ĝ_{t-1}, F_t⟩:
+
+        Ĝ_t − Γ_t = (νᵀν − I) F_t + β sᵀ(νF_t) + β⁻¹ νᵀθ̃          (ν a row, νᵀν its outer product)
+        E‖Ĝ_t − Γ_t‖² = (n − 1)‖F_t‖² + β²‖s‖²‖F_t‖² + β⁻² n‖θ̃‖² + 2⟨H_t Ĝ_{t-1}, F_t⟩
+
+    (E[νᵀν] = I kills every cross term but the last). ``beta2`` None: UORO's own β² =
+    √n‖θ̃‖/(‖s‖‖F_t‖), the minimiser, which gives
+
+        (n − 1)‖F_t‖² + 2√n ‖H_t Ĝ_{t-1}‖‖F_t‖ + 2⟨H_t Ĝ_{t-1}, F_t⟩,   ‖H_t Ĝ_{t-1}‖ = ‖s‖‖θ̃‖."""
+    if beta2 is None:
+        return float((n - 1) * norm_F**2 + 2 * math.sqrt(n) * norm_s * norm_theta * norm_F + 2 * inner)
+    return float((n - 1) * norm_F**2 + beta2 * norm_s**2 * norm_F**2 + n * norm_theta**2 / beta2 + 2 * inner)
+
+
+def one_step_setup(hidden_size: int = 8, warmup: int = 4, seed: int = 0, model: RecurrentModel | None = None,
+                   orthogonal: bool = False, init_std: float = 0.3, scale: float = 1.0) -> dict:
+    """A common starting point for one step t of KF-RTRL and of UORO.
+
+    An RHN (``model``, or a random one with W ~ N(0, init_std²)) runs ``warmup`` steps of a random
+    sequence with exact RTRL; its exact G_{t-1} is then replaced by the nearest influence of the form
+    s ⊗ u ⊗ a (s ∈ R^n, u ∈ R^a, a ∈ R^{r_g n}; leading singular vectors, first of G_{t-1} as an n × P
+    matrix, then of its right factor as an a × r_g n matrix), times ``scale``: an influence BOTH methods
+    hold exactly — KF-RTRL as u ⊗ A with A = sᵀa, UORO as s̃ = s, θ̃ = uᵀa. ``orthogonal``: u is
+    replaced by its part orthogonal to x̂_t, rescaled to its norm, so ⟨u, x̂_t⟩ = 0.
+    Returns the step's inputs and the dense H_t, D_t, F_t, H_t G_{t-1} and Γ_t = H_t G_{t-1} + F_t."""
+    net = model if model is not None else random_model("rhn", 4, hidden_size, 4, init_std=init_std, seed=seed)
+    x, y = random_sequence(net, warmup + 1, seed=seed + 1)
+    rtrl = make_estimator("rtrl", net, 1, seed=seed)
+    for t in range(warmup):
+        rtrl.step_lane_gradients(x[t : t + 1], y[t : t + 1])
+    n, a, c = net.hidden_size, net.cell.extended_size, net.cell.weight.shape[1]
+    with torch.no_grad():
+        U, S, Vh = torch.linalg.svd(rtrl.influence[0].reshape(n, a * c), full_matrices=False)
+        s_vec = U[:, 0] * S[0].sqrt() * math.sqrt(scale)
+        Ur, Sr, Vhr = torch.linalg.svd((Vh[0] * S[0].sqrt() * math.sqrt(scale)).reshape(a, c), full_matrices=False)
+        u, a_vec = Ur[:, 0] * Sr[0].sqrt(), Vhr[0] * Sr[0].sqrt()
+        step = net.cell.step(x[warmup : warmup + 1], rtrl.state)
+        x_hat, H, D = step.x_hat[0], step.H_dense()[0], step.D_dense()[0]
+        if orthogonal:
+            norm = u.norm()
+            u = u - (u @ x_hat) / (x_hat @ x_hat) * x_hat
+            u = u * norm / u.norm()
+        A = torch.outer(s_vec, a_vec)
+        M = H @ A
+        HG = torch.einsum("a,ic->iac", u, M)  # H_t (u ⊗ A) = u ⊗ (H_t A), as (n, a, r_g n)
+        F = torch.einsum("a,ic->iac", x_hat, D)
+    return {"model": net, "x_t": x[warmup : warmup + 1], "y_t": y[warmup : warmup + 1],
+            "state_prev": rtrl.state.clone(), "n": n, "s": s_vec, "u": u, "a": a_vec, "A": A, "M": M,
+            "x_hat": x_hat, "H": H, "D": D, "HG": HG, "F": F, "target": HG + F}
+
+
+class _fixed_signs:
+    """Within the block, ``module.rademacher`` returns ``patterns`` (one row per lane) instead of
+    drawing: each lane of one batched step takes one chosen sign pattern."""
+
+    def __init__(self, module, patterns):
+        self.module, self.patterns = module, patterns
+
+    def __enter__(self):
+        self.draw = self.module.rademacher
+        self.module.rademacher = lambda shape, *args: self.patterns.clone()
+
+    def __exit__(self, *exc):
+        self.module.rademacher = self.draw
+
+
+def _sign_patterns(k: int, lanes: int, seed: int, enumerate_up_to: int = 4096) -> tuple[torch.Tensor, bool]:
+    """All 2^k sign vectors (exact expectation) when there are at most ``enumerate_up_to``, else
+    ``lanes`` independent uniform ones; returns (patterns (L, k) float64, exact)."""
+    import itertools
+
+    if 2**k <= enumerate_up_to:
+        return torch.tensor(list(itertools.product((-1.0, 1.0), repeat=k)), dtype=torch.float64), True
+    g = torch.Generator().manual_seed(seed)
+    return torch.randint(0, 2, (lanes, k), generator=g).double() * 2 - 1, False
+
+
+def one_step_errors(setup: dict, method: str, lanes: int = 2000, seed: int = 0) -> dict:
+    """Run the PACKAGE's ``method`` ("kf-rtrl" or "uoro") for one step from ``setup``
+    (:func:`one_step_setup`) once per sign pattern — all of them when there are at most 4096 (KF-RTRL:
+    4 pairs (c1, c2); UORO: 2^n vectors ν), else ``lanes`` random ones — and compare each new Ĝ_t
+    with Γ_t = H_t G_{t-1} + F_t.
+
+    Returns the squared errors ‖Ĝ_t − Γ_t‖² per pattern, their mean ``measured`` (exact when
+    ``exact``), its standard error, the closed form (:func:`kf_step_variance_closed_form`,
+    :func:`uoro_step_variance_closed_form` with the package's ε-guarded ρ's) and the relative size
+    of the mean's miss ‖mean Ĝ_t − Γ_t‖/‖Γ_t‖ (0 to rounding for an unbiased step, exact patterns)."""
+    from ..estimators import kf_rtrl as kf_module
+    from ..estimators import uoro as uoro_module
+
+    net, n = setup["model"], setup["n"]
+    target = setup["target"]
+    if method == "kf-rtrl":
+        patterns, exact = _sign_patterns(2, lanes, seed)
+        module = kf_module
+    elif method == "uoro":
+        patterns, exact = _sign_patterns(n, lanes, seed)
+        module = uoro_module
+    else:
+        raise ValueError(f"one_step_errors: method must be 'kf-rtrl' or 'uoro', got {method!r}")
+    L = len(patterns)
+    est = make_estimator(method, net, L, seed=seed)
+    est.state = setup["state_prev"].expand(L, -1, -1).clone()
+    if method == "kf-rtrl":
+        est.u = setup["u"].expand(L, -1).clone()
+        est.A_stored = setup["A"].expand(L, -1, -1).clone()
+        est.A_scale = torch.ones(L, dtype=est.dtype)
+    else:
+        est.state_factor = setup["s"].expand(L, -1).clone()
+        est.param_factor = torch.outer(setup["u"], setup["a"]).expand(L, -1, -1).clone()
+    with _fixed_signs(module, patterns):
+        est.step_lane_gradients(setup["x_t"].expand(L, -1), setup["y_t"].expand(L))
+    norm2 = (target * target).sum()
+    with torch.no_grad():
+        if method == "kf-rtrl":
+            u_new, A_new = est.kron_factors
+            estimates = torch.einsum("la,lic->liac", u_new, A_new)
+            errors = ((estimates - target) ** 2).sum(dim=(1, 2, 3))
+            mean = estimates.mean(0)
+            closed = kf_step_variance_closed_form(setup["u"], setup["M"], setup["x_hat"], setup["D"])
+        else:
+            s_new, theta_new = est.state_factor, est.param_factor.flatten(1)  # Ĝ_t = s̃_tᵀ θ̃_t per lane
+            flat = target.reshape(n, -1)
+            # ‖s̃ᵀθ̃ − Γ‖² = ‖s̃‖²‖θ̃‖² − 2 s̃ Γ θ̃ᵀ + ‖Γ‖², without forming L estimates of n × P
+            errors = ((s_new * s_new).sum(1) * (theta_new * theta_new).sum(1)
+                      - 2 * ((s_new @ flat) * theta_new).sum(1) + norm2)
+            mean = (s_new.T @ theta_new / L).reshape(target.shape)
+            eps = est.eps
+            F, s_fwd = setup["F"], setup["s"] @ setup["H"].T
+            norm_theta, norm_F = setup["u"].norm() * setup["a"].norm(), F.norm()
+            beta2 = ((norm_theta + eps) / (s_fwd.norm() + eps)) / ((norm_F + eps) / (math.sqrt(n) + eps))
+            closed = uoro_step_variance_closed_form(n, float(s_fwd.norm()), float(norm_theta), float(norm_F),
+                                                    float((setup["HG"] * F).sum()), beta2=float(beta2))
+    measured = errors.mean().item()
+    return {"method": method, "n": n, "patterns": L, "exact": exact, "measured": measured,
+            "standard_error": 0.0 if exact else errors.std().item() / math.sqrt(L),
+            "closed_form": closed, "target_norm2": norm2.item(), "relative": measured / norm2.item(),
+            "mean_miss": ((mean - target).norm() / target.norm()).item(), "errors": errors}
+
+
+def one_step_sweep(hidden_sizes, warmup: int = 4, seed: int = 0, lanes: int = 2000, orthogonal: bool = False,
+                   init_std: float = 0.3) -> list[dict]:
+    """:func:`one_step_errors` of KF-RTRL and UORO from the same G_{t-1} for every n; each row also
+    carries UORO's minimum-variance closed form and the ratio UORO/KF of the measured values."""
+    rows = []
+    for n in hidden_sizes:
+        setup = one_step_setup(n, warmup=warmup, seed=seed, orthogonal=orthogonal, init_std=init_std)
+        kf, uo = (one_step_errors(setup, m, lanes=lanes, seed=seed) for m in ("kf-rtrl", "uoro"))
+        norm_F, norm_HG = setup["F"].norm().item(), setup["HG"].norm().item()
+        inner = (setup["HG"] * setup["F"]).sum().item()
+        for r in (kf, uo):
+            rows.append({k: v for k, v in r.items() if k != "errors"}
+                        | {"norm_F": norm_F, "norm_HG": norm_HG, "inner": inner,
+                           "ratio": uo["measured"] / kf["measured"]})
+    return rows
+
+
+# -- notebook 3: bootstrap intervals ---------------------------------------------------------------
+
+def per_sample_errors(G: torch.Tensor, exact: torch.Tensor) -> torch.Tensor:
+    """‖ĝ_s − g‖²/‖g‖² for every sample row of G (S, P): their mean is the relative error 𝓔."""
+    return ((G - exact) ** 2).sum(dim=1) / (exact * exact).sum()
+
+
+def bootstrap_interval(values, resamples: int = 2000, level: float = 0.95, seed: int = 0) -> tuple[float, float]:
+    """Percentile bootstrap interval for the mean of ``values`` (S,): draw ``resamples`` index sets
+    of size S with replacement, ``torch.randint(0, S, (resamples, S), generator=manual_seed(seed))``,
+    take each resample's mean and return the (1−level)/2 and (1+level)/2 quantiles of those means
+    (``torch.quantile``, linear interpolation)."""
+    v = torch.as_tensor(values, dtype=torch.float64).flatten()
+    g = torch.Generator().manual_seed(seed)
+    means = v[torch.randint(0, len(v), (resamples, len(v)), generator=g)].mean(dim=1)
+    q = torch.tensor([(1 - level) / 2, (1 + level) / 2], dtype=torch.float64)
+    lo, hi = torch.quantile(means, q).tolist()
+    return lo, hi
+
+
+def bootstrap_ratio_interval(numerator, denominator, resamples: int = 2000, level: float = 0.95,
+                             seed: int = 0) -> tuple[float, float]:
+    """Percentile bootstrap interval for mean(numerator)/mean(denominator), two independent samples
+    (e.g. UORO's and KF-RTRL's per-sample errors), each resampled on its own."""
+    a = torch.as_tensor(numerator, dtype=torch.float64).flatten()
+    b = torch.as_tensor(denominator, dtype=torch.float64).flatten()
+    g = torch.Generator().manual_seed(seed)
+    ratios = (a[torch.randint(0, len(a), (resamples, len(a)), generator=g)].mean(1)
+              / b[torch.randint(0, len(b), (resamples, len(b)), generator=g)].mean(1))
+    q = torch.tensor([(1 - level) / 2, (1 + level) / 2], dtype=torch.float64)
+    lo, hi = torch.quantile(ratios, q).tolist()
+    return lo, hi
+
+
+def variance_sweep_bootstrap(hidden_sizes, lengths, methods=("kf-rtrl", "uoro"), samples: int = 200, seed: int = 0,
+                             init_std: float | None = None, model: RecurrentModel | None = None,
+                             task: str = "random", resamples: int = 2000, level: float = 0.95) -> list[dict]:
+    """:func:`variance_sweep` with a percentile bootstrap interval (:func:`bootstrap_interval`) on each
+    relative error (``ci_low``, ``ci_high``) and the per-sample errors kept (``per_sample``, for ratios)."""
+    rows = []
+    sizes = [model.hidden_size] if model is not None else list(hidden_sizes)
+    for n in sizes:
+        net = model if model is not None else random_model("rhn", 4, n, 4, init_std=init_std, seed=seed + n)
+        for T in lengths:
+            if task == "copy":
+                x, y = copy_sequence(T, seed=seed + T, dtype=net.cell.weight.dtype)
+            else:
+                x, y = random_sequence(net, T, seed=seed + T)
+            exact = true_gradient(net, x, y)
+            for method in methods:
+                errors = per_sample_errors(gradient_samples(net, x, y, method, samples, seed=seed), exact)
+                lo, hi = bootstrap_interval(errors, resamples, level, seed=seed)
+                rows.append({"method": method, "n": n, "T": T, "samples": samples,
+                             "relative_error": errors.mean().item(), "ci_low": lo, "ci_high": hi,
+                             "level": level, "per_sample": errors.tolist()})
+    return rows
+
+
+def ratio_rows(rows: list[dict], x: str = "n", numerator: str = "uoro", denominator: str = "kf-rtrl",
+               resamples: int = 2000, level: float = 0.95, seed: int = 0) -> list[dict]:
+    """numerator/denominator of the relative errors at each value of ``x`` in ``rows``
+    (:func:`variance_sweep_bootstrap`), with a bootstrap interval (:func:`bootstrap_ratio_interval`)."""
+    other = "T" if x == "n" else "n"
+    by = {(r["method"], r[x], r[other]): r for r in rows}
+    out = []
+    for (method, xv, ov), num in by.items():
+        den = by.get((denominator, xv, ov))
+        if method != numerator or den is None:
+            continue
+        lo, hi = bootstrap_ratio_interval(num["per_sample"], den["per_sample"], resamples, level, seed)
+        out.append({x: xv, other: ov, "ratio": num["relative_error"] / den["relative_error"],
+                    "ci_low": lo, "ci_high": hi, "level": level, "numerator": numerator,
+                    "denominator": denominator})
+    return sorted(out, key=lambda r: (r[other], r[x]))
+
+
+# -- notebook 3: does the network remember? ----------------------------------------------------------
+
+def state_jacobian_norms(model: RecurrentModel, inputs: torch.Tensor) -> list[float]:
+    """‖H_t‖₂ (the largest singular value of ∂h_t/∂h_{t-1}) at every step of ``inputs`` from h_0 = 0:
+    below 1 at every step, the state forgets; the product over steps bounds how far back it can remember."""
+    cell, state, norms = model.cell, model.cell.zero_state(1), []
+    with torch.no_grad():
+        for t in range(inputs.shape[0]):
+            step = cell.step(inputs[t : t + 1].to(cell.weight.dtype), state)
+            norms.append(torch.linalg.matrix_norm(step.H_dense()[0], ord=2).item())
+            state = step.state
+    return norms
+
+
+def load_trained_model(path) -> tuple[RecurrentModel, dict]:
+    """A model saved as {"config": RunConfig fields, "model": state dict, ...} (results/trained/*.pt),
+    in float64 for gradient analysis, with the record stored beside its weights (t_max, ema_bits,
+    step, command). A relative ``path`` that does not exist from the working directory is taken
+    relative to the repository root (so a notebook finds results/ wherever it is executed)."""
+    from pathlib import Path
+
+    from ..train import RunConfig, build_model
+
+    path = Path(path)
+    if not path.is_absolute() and not path.exists():
+        path = Path(__file__).resolve().parents[2] / path
+    saved = torch.load(path, map_location="cpu", weights_only=False)
+    config = RunConfig(**{**saved["config"], "device": "cpu"})
+    weights = saved["model"]
+    m, k = weights["cell.weight"].shape[0] - config.hidden - 1, weights["readout"].shape[1]
+    model = build_model(config, m, k)
+    model.load_state_dict(weights)
+    return model.double(), {key: v for key, v in saved.items() if key != "model"}
+
+
+def copy_recall_bits(model: RecurrentModel, T: int, sequences: int = 32, seed: int = 0) -> float:
+    """Mean cross-entropy (bits) on the T recalled bits of copy sequences of length T (the last T
+    steps; chance is 1 bit): below 1 only if the model carries the bits over T + 1 steps."""
+    total = 0.0
+    with torch.no_grad():
+        for i in range(sequences):
+            x, y = copy_sequence(T, seed=seed + 1000 * T + i, dtype=model.cell.weight.dtype)
+            state = model.cell.zero_state(1)
+            for t in range(x.shape[0]):
+                state = model.cell(x[t : t + 1], state)
+                if t >= x.shape[0] - T:
+                    total += model.lane_losses(model.cell.hidden(state), y[t : t + 1]).sum().item()
+    return total / (sequences * T) / math.log(2)
+
+
+def influence_error_over_time(model: RecurrentModel, inputs: torch.Tensor, targets: torch.Tensor,
+                              methods=("kf-rtrl", "uoro"), samples: int = 200, seed: int = 0,
+                              resamples: int = 1000, level: float = 0.95) -> list[dict]:
+    """The influence's own error at every step t of one sequence: 𝓔_G(t) = E‖Ĝ_t − G_t‖²/‖G_t‖²,
+    Ĝ_t from ``samples`` lanes of each method (independent signs), G_t from exact RTRL, with a
+    percentile bootstrap interval (:func:`bootstrap_interval`) and ‖H_t‖₂ of that step. This is the
+    quantity a "noise stable over time" statement is about (the gradient's relative error also
+    depends on how large ‖g‖ happens to be)."""
+    T = inputs.shape[0]
+    exact = make_estimator("rtrl", model, 1, seed=seed)
+    ests = {m: make_estimator(m, model, samples, reduction="sum", seed=seed) for m in methods}
+    norms = state_jacobian_norms(model, inputs)
+    rows = []
+    for t in range(T):
+        exact.step_lane_gradients(inputs[t : t + 1], targets[t : t + 1])
+        G = exact.influence[0]  # (n_s, a, r_g n)
+        norm2 = (G * G).sum()
+        for method, est in ests.items():
+            est.step_lane_gradients(inputs[t].expand(samples, -1), targets[t].expand(samples))
+            with torch.no_grad():
+                if method == "uoro":
+                    s_t, theta = est.state_factor, est.param_factor.flatten(1)
+                    flat = G.reshape(G.shape[0], -1)
+                    err = ((s_t * s_t).sum(1) * (theta * theta).sum(1) - 2 * ((s_t @ flat) * theta).sum(1) + norm2)
+                elif hasattr(est, "kron_factors"):
+                    u, A = est.kron_factors
+                    err = ((torch.einsum("la,lic->liac", u, A) - G) ** 2).sum(dim=(1, 2, 3))
+                else:
+                    raise ValueError(f"influence_error_over_time: no influence estimate to read for {method!r}")
+            errors = (err / norm2).clamp_min(0)
+            lo, hi = bootstrap_interval(errors, resamples, level, seed=seed)
+            rows.append({"method": method, "t": t + 1, "relative_influence_error": errors.mean().item(),
+                         "ci_low": lo, "ci_high": hi, "level": level, "H_norm": norms[t], "samples": samples,
+                         "per_sample": errors.tolist()})
+    return rows
+
+
+def growth_ratio(rows: list[dict], method: str, resamples: int = 2000, level: float = 0.95, seed: int = 0) -> dict:
+    """Does 𝓔_G(t) (:func:`influence_error_over_time`) level off or keep growing? The ratio of its
+    mean over the last third of the steps to its mean over the middle third: about 1 when the error
+    has levelled off, 5/3 when it grows linearly in t (the thirds' centres are at 5T/6 and T/2), more
+    when it grows faster. With a percentile bootstrap interval over the lanes (each lane's whole
+    trajectory is one independent sample, so the lanes are resampled, not the steps)."""
+    pts = sorted((r["t"], r["per_sample"]) for r in rows if r["method"] == method)
+    E = torch.tensor([p[1] for p in pts], dtype=torch.float64)  # (T, S)
+    T = E.shape[0]
+    middle, last = slice(T // 3, (2 * T) // 3), slice((2 * T) // 3, T)
+    ratio = (E[last].mean() / E[middle].mean()).item()
+    g = torch.Generator().manual_seed(seed)
+    idx = torch.randint(0, E.shape[1], (resamples, E.shape[1]), generator=g)
+    boot = E[last][:, idx].mean(dim=(0, 2)) / E[middle][:, idx].mean(dim=(0, 2))
+    lo, hi = torch.quantile(boot, torch.tensor([(1 - level) / 2, (1 + level) / 2], dtype=torch.float64)).tolist()
+    return {"method": method, "ratio": ratio, "ci_low": lo, "ci_high": hi, "level": level,
+            "middle_steps": (middle.start + 1, middle.stop), "last_steps": (last.start + 1, last.stop)}
+
+
+def sequence_unbiasedness(model: RecurrentModel, inputs: torch.Tensor, targets: torch.Tensor,
+                          methods=("kf-rtrl", "uoro", "snap-1"), samples: int = 2000, seed: int = 0,
+                          alpha: float = 1e-3) -> list[dict]:
+    """The z-test of :func:`kfrtrl_lab.analysis.unbiasedness_test` on the gradient of the WHOLE
+    sequence, L = Σ_t ℓ_t, for each method (``samples`` independent lanes), so the bias of every
+    step and its propagation through the later H's are tested together. A deterministic biased
+    method (SnAp-1) shows that the test can fail."""
+    exact = true_gradient(model, inputs, targets)
+    rows = []
+    for method in methods:
+        G = gradient_samples(model, inputs, targets, method, samples, seed=seed)
+        test = unbiasedness_test(G, exact, alpha=alpha)
+        rows.append({"method": method, "T": inputs.shape[0], **test,
+                     "relative_bias": ((G.mean(0) - exact).norm() / exact.norm()).item()})
+    return rows
+
+
+def lane_state_numbers(method: str, hidden_size: int, input_size: int = 4, cell: str = "rhn") -> int:
+    """How many numbers ``method`` keeps per lane between steps for its influence estimate (the tensors
+    named in its ``lane_state``, counted on a real estimator; the cell state s_t itself excluded)."""
+    est = make_estimator(method, random_model(cell, input_size, hidden_size, 4), 1, seed=0)
+    return sum(getattr(est, name).numel() for name in est.lane_state)
+
+
+def save_trained_model(run_dir, path, command: str | None = None) -> dict:
+    """Keep only what :func:`load_trained_model` needs from a finished run folder of
+    ``python -m kfrtrl_lab train``: the model's state dict, the run's configuration and the last point
+    of its curve (t_max, ema_bits), plus the command that made it (``command``, else the one the
+    run's summary records) — a few kB instead of a checkpoint with optimiser state. Writes ``path``
+    and a JSON sidecar beside it (same name, ``.json``, everything but the weights); returns the record."""
+    import json
+    from pathlib import Path
+
+    run_dir, path = Path(run_dir), Path(path)
+    checkpoint = torch.load(run_dir / "checkpoint.pt", map_location="cpu", weights_only=False)
+    summary = json.loads((run_dir / "summary.json").read_text())
+    last = summary["curve"][-1]
+    record = {"config": checkpoint["config"], "step": checkpoint["step"], "t_max": last["t_max"],
+              "ema_bits": last["ema_bits"], "command": command or summary["command"],
+              "git_commit": summary["git_commit"], "wall_s": summary["wall_s"]}
+    path.parent.mkdir(parents=True, exist_ok=True)
+    torch.save({**record, "model": {k: v.clone() for k, v in checkpoint["model"].items()}}, path)
+    path.with_suffix(".json").write_text(json.dumps(record, indent=1) + "\n")
+    return record

@@ -525,3 +525,137 @@ def online_drift_figure(rows: list[dict]) -> go.Figure:
     T = pts[0]["T"] if pts else "?"
     return _layout(fig, f"RTRL with an update every step: dL_T/dθ (T = {T}) is no single setting's BPTT gradient",
                    _axis("learning rate η", lrs, log=True), _axis("relative difference ‖ĝ − g‖ / ‖g‖", values, log=True))
+
+
+# -- notebook 3 -----------------------------------------------------------------------------------
+
+LABELS.update({
+    "relative_influence_error": "relative influence error E‖Ĝ_t − G_t‖² / ‖G_t‖²", "t": "time step t",
+    "ratio": "ratio of relative errors UORO / KF-RTRL", "H_norm": "‖H_t‖₂ (largest singular value)",
+    "one_step": "variance added by one step E‖Ĝ_t − Γ_t‖²",
+})
+
+
+def _error_bars(pts_low, pts_mid, pts_high) -> dict:
+    return dict(type="data", symmetric=False, array=[h - m for h, m in zip(pts_high, pts_mid)],
+                arrayminus=[m - lo for m, lo in zip(pts_mid, pts_low)])
+
+
+def variance_ci_figure(rows: list[dict], x: str = "n", title: str | None = None, y: str = "relative_error") -> go.Figure:
+    """:func:`variance_figure` with each point's bootstrap interval (``ci_low``, ``ci_high``, from
+    experiments.variance_sweep_bootstrap) as an error bar; the level is named in the legend."""
+    other = "T" if x == "n" else "n"
+    fig = go.Figure()
+    for method in dict.fromkeys(r["method"] for r in rows):
+        for value in sorted({r[other] for r in rows if r["method"] == method}):
+            pts = sorted((r[x], r[y], r["ci_low"], r["ci_high"], r.get("level", 0.95))
+                         for r in rows if r["method"] == method and r[other] == value)
+            fig.add_trace(go.Scatter(
+                x=[p[0] for p in pts], y=[p[1] for p in pts], mode="lines+markers",
+                name=f"{method} ({other}={value}), {pts[0][4]:.0%} bootstrap interval",
+                error_y=_error_bars([p[2] for p in pts], [p[1] for p in pts], [p[3] for p in pts]),
+                line=dict(color=method_color(method), dash=method_dash(method))))
+    values = [r[k] for r in rows for k in (y, "ci_low", "ci_high")]
+    return _layout(fig, title or f"{label(y)} against {x}", _axis(x, [r[x] for r in rows], log=True),
+                   _axis(y, values, log=True))
+
+
+def ratio_figure(rows: list[dict], x: str = "n", guide_slope: float = 1.0, title: str | None = None) -> go.Figure:
+    """The ratio UORO / KF-RTRL of relative errors against ``x`` (experiments.ratio_rows) with its
+    bootstrap interval, the fitted log–log slope in the legend, and a guide line of slope
+    ``guide_slope`` through the first point (a reference for the eye, not a fit)."""
+    pts = sorted((r[x], r["ratio"], r["ci_low"], r["ci_high"]) for r in rows)
+    xs, ys = [p[0] for p in pts], [p[1] for p in pts]
+    slope = loglog_slope(xs, ys) if len(pts) > 1 else float("nan")
+    level = rows[0].get("level", 0.95) if rows else 0.95
+    fig = go.Figure(go.Scatter(x=xs, y=ys, mode="lines+markers",
+                               name=f"{rows[0]['numerator']} / {rows[0]['denominator']} measured "
+                                    f"(fitted slope {slope:.2f}), {level:.0%} bootstrap interval" if rows else "ratio",
+                               error_y=_error_bars([p[2] for p in pts], ys, [p[3] for p in pts]),
+                               line=dict(color="#000000")))
+    guide = [ys[0] * (v / xs[0]) ** guide_slope for v in xs] if pts else []
+    fig.add_trace(go.Scatter(x=xs, y=guide, mode="lines", line=dict(color="#7f7f7f", dash="dot"),
+                             name=f"guide: ∝ {x}^{guide_slope:g} (slope {guide_slope:g}) through the first point, not a fit"))
+    return _layout(fig, title or f"UORO / KF-RTRL against {x}", _axis(x, xs, log=True),
+                   _axis("ratio", ys + guide + [p[2] for p in pts] + [p[3] for p in pts], log=True))
+
+
+def one_step_figure(rows: list[dict], title: str | None = None) -> go.Figure:
+    """The variance added by ONE step from the same G_{t-1} (experiments.one_step_sweep) against n:
+    measured (markers; exact over all sign patterns, or a mean over random patterns with ±2 standard
+    errors) and the closed form (lines), one colour per method."""
+    fig = go.Figure()
+    for method in dict.fromkeys(r["method"] for r in rows):
+        pts = sorted((r["n"], r["measured"], r["standard_error"], r["closed_form"]) for r in rows if r["method"] == method)
+        fig.add_trace(go.Scatter(x=[p[0] for p in pts], y=[p[3] for p in pts], mode="lines",
+                                 name=f"{method}: closed form", line=dict(color=method_color(method))))
+        fig.add_trace(go.Scatter(x=[p[0] for p in pts], y=[p[1] for p in pts], mode="markers",
+                                 name=f"{method}: measured (package's step, ±2 SE)",
+                                 marker=dict(color=method_color(method), size=10, symbol="circle-open"),
+                                 error_y=dict(type="data", array=[2 * p[2] for p in pts])))
+    values = [r[k] for r in rows for k in ("measured", "closed_form")]
+    return _layout(fig, title or "Variance added by one step from the same G_{t-1}", _axis("n", [r["n"] for r in rows], log=True),
+                   _axis("one_step", values, log=True))
+
+
+def influence_error_figure(curves: dict, title: str | None = None) -> go.Figure:
+    """E‖Ĝ_t − G_t‖²/‖G_t‖² against t (experiments.influence_error_over_time) for several networks:
+    ``curves`` maps a network's name to its rows; a line per (network, method), its bootstrap
+    interval as a band; solid for the first network, dashed for the others."""
+    fig = go.Figure()
+    values = []
+    for k, (name, rows) in enumerate(curves.items()):
+        for method in dict.fromkeys(r["method"] for r in rows):
+            pts = sorted((r["t"], r["relative_influence_error"], r["ci_low"], r["ci_high"])
+                         for r in rows if r["method"] == method and r["t"] > 1)
+            ts = [p[0] for p in pts]
+            color = method_color(method)
+            fig.add_trace(go.Scatter(x=ts + ts[::-1], y=[p[3] for p in pts] + [p[2] for p in pts][::-1], fill="toself",
+                                     line=dict(width=0), fillcolor=color, opacity=0.2, hoverinfo="skip",
+                                     name=f"{method}, {name}: {rows[0].get('level', 0.95):.0%} bootstrap band"))
+            fig.add_trace(go.Scatter(x=ts, y=[p[1] for p in pts], mode="lines+markers", name=f"{method}, {name}",
+                                     line=dict(color=color, dash="solid" if k == 0 else "dash")))
+            values += [p[i] for p in pts for i in (1, 2, 3)]
+    return _layout(fig, title or "Relative influence error along one sequence", _axis("t"),
+                   _axis("relative_influence_error", values, log=True))
+
+
+def jacobian_norm_figure(curves: dict, title: str | None = None) -> go.Figure:
+    """‖H_t‖₂ against t (experiments.state_jacobian_norms) for several networks (``curves``: name →
+    list of norms), with the line ‖H_t‖₂ = 1 above which the KF-RTRL paper's contraction assumption
+    (‖H_t‖₂ ≤ 1 − ε) fails."""
+    fig = go.Figure()
+    values = [1.0]
+    for name, norms in curves.items():
+        ts = list(range(1, len(norms) + 1))
+        fig.add_trace(go.Scatter(x=ts, y=norms, mode="lines+markers", name=name))
+        values += norms
+    longest = max((len(v) for v in curves.values()), default=1)
+    fig.add_trace(go.Scatter(x=[1, longest], y=[1.0, 1.0], mode="lines", line=dict(color="black", dash="dot", width=1),
+                             name="‖H_t‖₂ = 1 (the contraction assumption needs every step below it)"))
+    return _layout(fig, title or "Does the state contract? ‖H_t‖₂ along one sequence", _axis("t"),
+                   _axis("H_norm", values, log=True))
+
+
+def factor_shapes_figure(n: int = 8, m: int = 4, gate_blocks: int = 2) -> go.Figure:
+    """What each method keeps per lane, drawn to scale as rectangles of numbers: UORO's s̃ (n) and
+    θ̃ (a × r_g n, shaped like W) against KF-RTRL's u (a) and A (n × r_g n), a = m + n + 1. Both
+    totals are O(n²); the legend gives the counts."""
+    a, c = m + n + 1, gate_blocks * n
+    blocks = {  # name: (x0, y0, width, height, colour, method)
+        "UORO s̃ (n)": (0, 0, 1, n, "#d62728", "uoro"),
+        f"UORO θ̃ (a × r_g n = {a} × {c})": (2, 0, c, a, "#d62728", "uoro"),
+        "KF-RTRL u (a)": (c + 5, 0, 1, a, "#1f77b4", "kf-rtrl"),
+        f"KF-RTRL A (n × r_g n = {n} × {c})": (c + 7, 0, c, n, "#1f77b4", "kf-rtrl"),
+    }
+    fig = go.Figure()
+    for name, (x0, y0, w, h, color, method) in blocks.items():
+        fig.add_trace(go.Scatter(x=[x0, x0 + w, x0 + w, x0, x0], y=[y0, y0, y0 + h, y0 + h, y0], fill="toself",
+                                 mode="lines", line=dict(color=color), fillcolor=color, opacity=0.35,
+                                 name=f"{name}: {w * h} numbers"))
+    uoro, kf = n + a * c, a + n * c
+    fig.update_layout(title=f"Per lane: UORO keeps n + a·r_g n = {uoro} numbers, KF-RTRL a + n·r_g n = {kf} "
+                            f"(n = {n}, m = {m}, r_g = {gate_blocks}): both O(n²)",
+                      template="plotly_white", showlegend=True,
+                      xaxis=dict(visible=False, scaleanchor="y"), yaxis=dict(visible=False, autorange="reversed"))
+    return fig
