@@ -103,3 +103,15 @@ def test_staggered_mask_is_read_from_the_stream():
     mask = ex.staggered_reset_mask(1000, 4, 100, 260)
     assert mask[0].all() and mask.sum(0).tolist() == [3, 4, 3, 4]  # lanes 1 and 3 start mid-block
     assert mask[:, 1].nonzero().flatten().tolist() == [0, 50, 150, 250]  # lane 1 starts at 250
+
+
+def test_gradient_horizon_stops_at_resets_and_windows():
+    mask = torch.zeros(40, 2, dtype=torch.bool)
+    mask[0] = True
+    mask[10, 0] = True  # lane 0 resets again at step 10
+    online = ex.gradient_horizon(mask)
+    assert online[:, 1].tolist() == list(range(1, 41))  # no reset after the first: the horizon grows with t
+    assert online[9, 0] == 10 and online[10, 0] == 1 and online[39, 0] == 30
+    window = ex.gradient_horizon(mask, tau=16)
+    assert window[:, 1].tolist() == [t % 16 + 1 for t in range(40)]
+    assert window[12, 0] == 3 and window[16, 0] == 1  # the reset at 10, then the window starting at 16

@@ -365,6 +365,20 @@ def staggered_reset_mask(length: int, batch_size: int, reset_every: int, steps: 
     return torch.stack([next(stream)[2] for _ in range(steps)])
 
 
+def gradient_horizon(reset_mask: torch.Tensor, tau: int | None = None) -> torch.Tensor:
+    """For each step t and lane: how many steps (t itself included) the gradient of ℓ_t reaches back.
+    A reset zeroes the state and the influence, so nothing before it counts: an online method
+    (RTRL, KF-RTRL, UORO; ``tau`` None) reaches back to the lane's last reset; TBPTT-τ also stops at
+    the start of its current window of τ steps (windows are counted from step 0, as the trainer does)."""
+    steps, lanes = reset_mask.shape
+    horizon = torch.zeros(steps, lanes, dtype=torch.long)
+    since = torch.zeros(lanes, dtype=torch.long)
+    for t in range(steps):
+        since = torch.where(reset_mask[t], torch.ones_like(since), since + 1)
+        horizon[t] = since if tau is None else torch.minimum(since, torch.full_like(since, t % tau + 1))
+    return horizon
+
+
 def unigram_bpc(train_ids: torch.Tensor, eval_ids: torch.Tensor, vocab_size: int) -> float:
     """Bits per character of the best context-free guess: the training text's character frequencies
     (add-one smoothed) scored on ``eval_ids``. A model under it has learned to use context."""
