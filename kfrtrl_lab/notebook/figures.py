@@ -291,15 +291,19 @@ def copy_timeline_figure(timeline: dict, t_max: int | None = None, threshold: fl
     fig.add_annotation(x=(T + 2 + L - 1) / 2, y=3.62, showarrow=False, text=f"recall phase: {T} informative targets")
     fig.add_annotation(x=(1 + T) / 2, y=-0.75, showarrow=False, text=f"read phase: the bits b_1…b_{T}")
     fig.add_annotation(x=T + 1, y=2.62, showarrow=False, text="marker: recall starts")
-    for tok, (text, color) in _COPY_TOKENS.items():  # legend entries (the cells are shapes)
-        fig.add_trace(go.Scatter(x=[None], y=[None], mode="markers", name=f"{tok}: {text}",
-                                 marker=dict(symbol="square", size=14, color=color, line=dict(color="#444", width=1))))
-    fig.add_trace(go.Scatter(x=[None], y=[None], mode="lines", name=f"bit recalled T+1 = {T + 1} steps later",
-                             line=dict(color="#d62728")))
-    fig.add_trace(go.Scatter(x=[None], y=[None], mode="markers", name="loss counted, target predictable",
-                             marker=dict(symbol="square", size=14, color="#bdbdbd")))
-    fig.add_trace(go.Scatter(x=[None], y=[None], mode="markers", name="loss counted, 1 bit of information",
-                             marker=dict(symbol="square", size=14, color="#d62728")))
+    # legend entries (the cells are shapes): each trace is one of the cells it names, drawn on it
+    for tok, (text, color) in _COPY_TOKENS.items():
+        where = [(t, y) for y, (_, tokens) in rows.items() for t, v in enumerate(tokens) if v == tok][:1]
+        if where:
+            fig.add_trace(go.Scatter(x=[where[0][0]], y=[where[0][1]], mode="markers", name=f"{tok}: {text}",
+                                     hoverinfo="skip", marker=dict(symbol="square", size=14, color=color,
+                                                                   line=dict(color="#444", width=1))))
+    fig.add_trace(go.Scatter(x=[1, T + 2], y=[0.42, 1.58], mode="lines", name=f"bit recalled T+1 = {T + 1} steps later",
+                             hoverinfo="skip", line=dict(color="#d62728", width=1.2)))
+    for name, t, color in (("loss counted, target predictable", 0, "#bdbdbd"),
+                           ("loss counted, 1 bit of information", L - 1, "#d62728")):
+        fig.add_trace(go.Scatter(x=[t], y=[3.0], mode="markers", name=name, hoverinfo="skip",
+                                 marker=dict(symbol="square", size=14, color=color)))
     now = f"T_max = {t_max}, so " if t_max is not None else ""
     rule = (f"Curriculum: {now}T is drawn uniformly from {{max(1, T_max − {window - 1}), …, T_max}} for each new "
             f"sequence;<br>T_max grows by 1 at a sequence start once the average loss falls under "
