@@ -198,3 +198,24 @@ def test_scoreboard_verdict_changes_when_the_evidence_does():
     assert cmp["kf_same_updates"] == (3.0, 50) and cmp["kf_ok_updates"] is False  # 3.0 > 2.5 + ALMOST_BPC
     fast = dict(kf, curve=[dict(r, valid_bpc=2.6) for r in kf["curve"]])
     assert scoreboard.compare_to_tbptt(fast, tb, "valid_bpc", higher_is_better=False)["kf_ok_wall"]
+
+
+def test_the_trainers_task_streams_sequences_of_the_drawn_format():
+    # the timeline draws copy_sequence; the trainer's on-device CopyTask must stream the same format
+    from kfrtrl_lab.tasks.copy import CopyTask
+
+    task = CopyTask(1, seed=2)
+    task.t_max.fill_(6)  # lengths drawn from {2, ..., 6}
+    xs, ys, starts = [], [], []
+    for _ in range(60):
+        x, y, start = task.next()
+        xs.append(int(x[0].argmax()))
+        ys.append(int(y[0]))
+        starts.append(bool(start[0]))
+    begins = [t for t, s in enumerate(starts) if s]
+    assert len(begins) >= 4
+    for a, b in zip(begins, begins[1:]):
+        T = (b - a - 2) // 2
+        assert b - a == 2 * T + 2 and 2 <= T <= 6 or a == 0  # the first sequence was drawn at T_max = 1
+        bits = xs[a + 1:a + T + 1]
+        assert (xs[a:b], ys[a:b]) == copy_from_bits(bits)
