@@ -602,6 +602,143 @@ def train_copy_model(hidden_size: int = 16, steps: int = 2000, method: str = "rt
     return model.double(), {"t_max": last["t_max"], "ema_bits": last["ema_bits"]}
 
 
+# -- notebooks 4 and 5: the tasks' own data, the curriculum, the update schedule -------------------
+
+def copy_timeline(T: int, seed: int = 0) -> dict:
+    """One copy sequence exactly as :func:`kfrtrl_lab.tasks.copy.copy_sequence` builds it (algorithms.md,
+    section 6), split into its phases for a picture: positions 0 (marker), 1..T (the bits read),
+    T+1 (the first blank, where the marker is the target) and T+2..2T+1 (the bits recalled, each
+    T+1 steps after it was read). ``informative`` marks the steps whose target cannot be predicted
+    from the format alone: the recalled bits, 1 bit of information each."""
+    from ..tasks.copy import BLANK, MARKER
+
+    inputs, targets = copy_sequence(T, seed=seed)
+    tokens = inputs.argmax(dim=1).tolist()
+    targets = targets.tolist()
+    length = 2 * T + 2
+    phase = ["marker"] + ["read"] * T + ["delimiter"] + ["recall"] * T
+    return {"T": T, "seed": seed, "length": length, "inputs": tokens, "targets": targets, "phase": phase,
+            "informative": [p == "recall" for p in phase], "bits": tokens[1:T + 1],
+            "marker": MARKER, "blank": BLANK, "lag": T + 1}
+
+
+def copy_format_loss(T: int) -> float:
+    """Mean loss per step, in bits, of a model that knows the copy format but guesses every bit:
+    T unpredictable bits (1 bit each) over the 2T+2 steps of a sequence, T / (2T+2)."""
+    return T / (2 * T + 2)
+
+
+def copy_phase_losses(model: RecurrentModel, inputs: torch.Tensor, targets: torch.Tensor) -> dict:
+    """Per-step cross-entropy of ``model`` on one copy sequence, in bits (ℓ_t / ln 2), and its mean
+    over all 2T+2 steps (what the trainer and the curriculum average) and over the T recall steps
+    only (positions T+2..2T+1)."""
+    cell = model.cell
+    dtype = cell.weight.dtype
+    with torch.no_grad():
+        state = cell.zero_state(1)
+        bits = []
+        for x, y in zip(inputs.to(dtype), targets):
+            state = cell(x[None], state)
+            bits.append(model.lane_losses(cell.hidden(state), y[None])[0] / math.log(2))
+    bits = torch.stack(bits)
+    T = (len(targets) - 2) // 2
+    return {"bits": bits, "mean_all": bits.mean().item(), "mean_recall": bits[T + 2:].mean().item()}
+
+
+def curriculum_trace(losses_bits, batch_size: int = 1, seed: int = 0) -> dict:
+    """Drive the package's :class:`~kfrtrl_lab.tasks.copy.CopyTask` with a given loss per step
+    (bits, the same for every lane) and record, after each step, T_max, the curriculum's average
+    loss and which lanes started a sequence at that step (algorithms.md, section 6)."""
+    from ..tasks.copy import CopyTask
+
+    task = CopyTask(batch_size, seed=seed, dtype=torch.float64)
+    t_max, ema, starts = [], [], []
+    for loss in losses_bits:
+        _, _, start = task.next()
+        task.observe(torch.full((batch_size,), float(loss) * math.log(2), dtype=torch.float64))
+        t_max.append(int(task.t_max))
+        ema.append(float(task.ema))
+        starts.append(start.tolist())
+    return {"t_max": t_max, "ema": ema, "starts": starts}
+
+
+def updates_made(method: str, steps: int, update_every: int = 1) -> int:
+    """Adam steps the trainer takes in ``steps`` time steps (kfrtrl_lab/stepper.py): an online
+    method's gradient is ready after every step, so it updates every ``update_every`` steps,
+    ⌊N/u⌋; ``tbptt-τ``'s gradient is ready only when a window of τ steps closes, so it updates at
+    the first window end at least ``update_every`` steps after the last update: every
+    τ·⌈u/τ⌉ steps. (Full BPTT updates once per sequence and is not counted here.)"""
+    from ..estimators import parse_method
+
+    if method == "bptt":
+        raise ValueError("full BPTT updates once per sequence: its count depends on the task's lengths")
+    cls, kwargs = parse_method(method)
+    if method.startswith("tbptt-"):
+        (tau,) = kwargs.values()
+        period = tau * math.ceil(update_every / tau)
+    else:
+        period = update_every
+    return steps // period
+
+
+def update_counts(summaries: list[dict]) -> list[dict]:
+    """Per run summary: steps done, Adam steps made (:func:`updates_made`), median steps/s and the
+    steps per update, for comparing estimators per step, per update and per second."""
+    rows = []
+    for s in summaries:
+        c = s["config"]
+        updates = updates_made(c["method"], s["steps_done"], c.get("update_every", 1))
+        rows.append({"method": c["method"], "seed": c["seed"], "steps": s["steps_done"], "updates": updates,
+                     "steps_per_update": s["steps_done"] / max(updates, 1),
+                     "steps_per_s": s.get("median_steps_per_s"), "wall_s": s.get("wall_s")})
+    return rows
+
+
+def pace_ratio(summaries: list[dict], fast: str, slow: str) -> float:
+    """Median steps/s of ``fast`` over that of ``slow`` (each the median over its runs' own medians):
+    how many more time steps the first makes in the same wall-clock time."""
+    import statistics
+
+    def pace(method):
+        rates = [s["median_steps_per_s"] for s in summaries if s["config"]["method"] == method]
+        if not rates:
+            raise ValueError(f"no run of {method!r} among the summaries")
+        return statistics.median(rates)
+
+    return pace(fast) / pace(slow)
+
+
+def staggered_reset_mask(length: int, batch_size: int, reset_every: int, steps: int) -> torch.Tensor:
+    """The (steps, B) reset mask of the official layout on a text of ``length`` tokens, read from the
+    package's own :class:`~kfrtrl_lab.tasks.ptb.PTBStream` (layout "staggered")."""
+    from ..tasks.ptb import PTBStream
+
+    stream = PTBStream(torch.zeros(length, dtype=torch.long), batch_size, 1, reset_every, layout="staggered")
+    return torch.stack([next(stream)[2] for _ in range(steps)])
+
+
+def gradient_horizon(reset_mask: torch.Tensor, tau: int | None = None) -> torch.Tensor:
+    """For each step t and lane: how many steps (t itself included) the gradient of ℓ_t reaches back.
+    A reset zeroes the state and the influence, so nothing before it counts: an online method
+    (RTRL, KF-RTRL, UORO; ``tau`` None) reaches back to the lane's last reset; TBPTT-τ also stops at
+    the start of its current window of τ steps (windows are counted from step 0, as the trainer does)."""
+    steps, lanes = reset_mask.shape
+    horizon = torch.zeros(steps, lanes, dtype=torch.long)
+    since = torch.zeros(lanes, dtype=torch.long)
+    for t in range(steps):
+        since = torch.where(reset_mask[t], torch.ones_like(since), since + 1)
+        horizon[t] = since if tau is None else torch.minimum(since, torch.full_like(since, t % tau + 1))
+    return horizon
+
+
+def unigram_bpc(train_ids: torch.Tensor, eval_ids: torch.Tensor, vocab_size: int) -> float:
+    """Bits per character of the best context-free guess: the training text's character frequencies
+    (add-one smoothed) scored on ``eval_ids``. A model under it has learned to use context."""
+    counts = torch.bincount(train_ids, minlength=vocab_size).double() + 1
+    logp = (counts / counts.sum()).log2()
+    return -logp[eval_ids].mean().item()
+
+
 # -- notebook 6: a cost model ----------------------------------------------------------------------
 
 def step_cost_model(method: str, hidden_size: int, batch_size: int, input_size: int = 50, gate_blocks: int = 2) -> dict:

@@ -373,6 +373,99 @@ def training_figure(summaries: list[dict], metric: str, title: str | None = None
                    _axis(metric))
 
 
+#: the x-axes :func:`progress_figure` can draw a training curve against
+PROGRESS_AXES = {"step": "time steps", "updates": "parameter updates (Adam steps)",
+                 "wall_s": "wall-clock time (s) on the machine that ran it"}
+
+
+def progress_figure(summaries: list[dict], metric: str, x: str = "step", title: str | None = None,
+                    log_x: bool = False, references: bool = True) -> go.Figure:
+    """``metric`` against ``x``: "step" (time steps, as :func:`training_figure`), "updates" (Adam steps
+    made by then, :func:`experiments.updates_made`: TBPTT-τ makes one per window of τ steps) or
+    "wall_s" (the run's own recorded wall-clock time). Median and seed range per configuration as in
+    :func:`training_figure`. The references are published against steps of methods that update every
+    step, so they are drawn on the "step" and "updates" axes only (their wall-clock is another machine's)."""
+    from .experiments import updates_made
+
+    if x not in PROGRESS_AXES:
+        raise ValueError(f"x must be one of {sorted(PROGRESS_AXES)}, got {x!r}")
+    if x == "step":
+        return training_figure(summaries, metric, title=title, log_x=log_x, references=references)
+    moved = []
+    for s in summaries:
+        c = s["config"]
+        rows = []
+        for r in s["curve"]:
+            if metric not in r or (x == "wall_s" and "wall_s" not in r):
+                continue
+            at = updates_made(c["method"], r["step"], c.get("update_every", 1)) if x == "updates" else r["wall_s"]
+            rows.append(dict(r, step=at))
+        if rows:
+            moved.append(dict(s, curve=rows, steps_done=rows[-1]["step"]))
+    fig = training_figure(moved, metric, title=title, log_x=log_x, references=references and x == "updates")
+    fig.update_xaxes(title_text=PROGRESS_AXES[x])
+    return fig
+
+
+#: the copy task's symbols and the colours the timeline draws them in
+_COPY_TOKENS = {0: ("0", "#ffffff"), 1: ("1", "#4c78a8"), 2: ("marker", "#f58518"), 3: ("blank", "#e6e6e6")}
+
+
+def copy_timeline_figure(timeline: dict, t_max: int | None = None, threshold: float = 0.15,
+                         window: int = 5) -> go.Figure:
+    """One copy sequence (``experiments.copy_timeline``) over its time steps t = 0 … 2T+1: the row the
+    network reads (x_t), the row it must output (y_t), an arrow from each bit read to the step where
+    it is recalled, T+1 steps later, and a row saying where the loss is counted (every step; only
+    the T recall steps carry information), with the curriculum rule that chose T beneath."""
+    T, L = timeline["T"], timeline["length"]
+    rows = {0.0: ("input x_t", timeline["inputs"]), 2.0: ("target y_t", timeline["targets"])}
+    fig = go.Figure()
+    for y, (name, tokens) in rows.items():
+        for t, tok in enumerate(tokens):
+            text, color = _COPY_TOKENS[tok]
+            fig.add_shape(type="rect", x0=t - 0.45, x1=t + 0.45, y0=y - 0.4, y1=y + 0.4,
+                          fillcolor=color, line=dict(color="#444", width=1))
+            fig.add_annotation(x=t, y=y, text="2" if tok == 2 else ("·" if tok == 3 else text), showarrow=False,
+                               font=dict(size=13, color="#fff" if tok == 1 else "#000"))
+    for i in range(T):  # bit i+1 is read at t = i+1 and recalled at t = i+T+2: a lag of T+1 steps
+        fig.add_annotation(x=i + T + 2, y=1.58, ax=i + 1, ay=0.42, xref="x", yref="y", axref="x", ayref="y",
+                           showarrow=True, arrowhead=2, arrowwidth=1.2, arrowcolor="#d62728", text="")
+    # where the loss is counted: every step; informative only in the recall phase
+    for t, informative in enumerate(timeline["informative"]):
+        fig.add_shape(type="rect", x0=t - 0.45, x1=t + 0.45, y0=3.0 - 0.25, y1=3.0 + 0.25, line=dict(width=0),
+                      fillcolor="#d62728" if informative else "#bdbdbd")
+    fig.add_shape(type="rect", x0=T + 1.5, x1=L - 0.5, y0=-0.55, y1=3.4, line=dict(color="#d62728", dash="dot"),
+                  fillcolor="rgba(214,39,40,0.06)", layer="below")
+    fig.add_annotation(x=(T + 2 + L - 1) / 2, y=3.62, showarrow=False, text=f"recall phase: {T} informative targets")
+    fig.add_annotation(x=(1 + T) / 2, y=-0.75, showarrow=False, text=f"read phase: the bits b_1…b_{T}")
+    fig.add_annotation(x=T + 1, y=2.62, showarrow=False, text="marker: recall starts")
+    # legend entries (the cells are shapes): each trace is one of the cells it names, drawn on it
+    for tok, (text, color) in _COPY_TOKENS.items():
+        where = [(t, y) for y, (_, tokens) in rows.items() for t, v in enumerate(tokens) if v == tok][:1]
+        if where:
+            fig.add_trace(go.Scatter(x=[where[0][0]], y=[where[0][1]], mode="markers", name=f"{tok}: {text}",
+                                     hoverinfo="skip", marker=dict(symbol="square", size=14, color=color,
+                                                                   line=dict(color="#444", width=1))))
+    fig.add_trace(go.Scatter(x=[1, T + 2], y=[0.42, 1.58], mode="lines", name=f"bit recalled T+1 = {T + 1} steps later",
+                             hoverinfo="skip", line=dict(color="#d62728", width=1.2)))
+    for name, t, color in (("loss counted, target predictable", 0, "#bdbdbd"),
+                           ("loss counted, 1 bit of information", L - 1, "#d62728")):
+        fig.add_trace(go.Scatter(x=[t], y=[3.0], mode="markers", name=name, hoverinfo="skip",
+                                 marker=dict(symbol="square", size=14, color=color)))
+    now = f"T_max = {t_max}, so " if t_max is not None else ""
+    rule = (f"Curriculum: {now}T is drawn uniformly from {{max(1, T_max − {window - 1}), …, T_max}} for each new "
+            f"sequence;<br>T_max grows by 1 at a sequence start once the average loss falls under "
+            f"{threshold:g} bits (then the average restarts at 0.3).")
+    fig.add_annotation(x=0, y=-0.3, xref="paper", yref="paper", xanchor="left", yanchor="top", showarrow=False,
+                       align="left", text=rule)
+    fig.update_layout(title=f"One copy sequence, T = {T}: 2T+2 = {L} time steps", template="plotly_white",
+                      showlegend=True, height=480, margin=dict(b=120),
+                      xaxis=dict(title="time step t within the sequence", range=[-0.7, L - 0.3],
+                                 tickvals=list(range(L)), zeroline=False, showgrid=False),
+                      yaxis=dict(tickvals=[0, 2, 3], ticktext=["input x_t", "target y_t", "loss ℓ_t"],
+                                 range=[-1.0, 3.85], zeroline=False, showgrid=False))
+    return fig
+
 def cost_figure(rows: list[dict], value: str = "ms_per_step", title: str | None = None, x: str = "n") -> go.Figure:
     """``value`` against ``x`` (n, or r), log–log, one line per method, the fitted slope in the legend."""
     fig = go.Figure()
