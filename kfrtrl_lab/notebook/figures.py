@@ -217,13 +217,13 @@ def ok_split_figure(sigma, r: int, title: str | None = None) -> go.Figure:
     """The singular values σ_1 ≥ … ≥ σ_(r+1) of one OK target Γ_t as bars: the q kept exactly and the
     mixed set 𝓜, with the level Σ_𝓜/k every one of the k mixed output pairs carries (no mixed σ may
     exceed it: that is the split rule)."""
-    s = [float(v) for v in sigma]
+    s = [float(v) for v in sigma][: r + 1]  # Γ_t has rank ≤ r + 1: further singular values are zero
     q = next(q for q in range(r) if (r - q) * s[q] <= sum(s[q:]) * (1 + 1e-12))
     k, total = r - q, sum(s[q:])
     idx = list(range(1, len(s) + 1))
     fig = go.Figure()
     fig.add_trace(go.Bar(x=idx[:q], y=s[:q], name=f"kept exactly (q = {q})", marker_color="#5e2f8a"))
-    fig.add_trace(go.Bar(x=idx[q:], y=s[q:], name=f"mixed set 𝓜 ({len(s) - q} directions into k = {k} pairs)",
+    fig.add_trace(go.Bar(x=idx[q:], y=s[q:], name=f"mixed set 𝓜 ({len(s) - q} directions into k = {k} pair{'s' if k > 1 else ''})",
                          marker_color="#c5b0d5"))
     fig.add_trace(go.Scatter(x=[q + 0.5, len(s) + 0.5], y=[total / k] * 2, mode="lines",
                              line=dict(color="black", dash="dash"), name=f"Σ_𝓜 / k = {total / k:.3g} (each mixed pair)"))
