@@ -6,9 +6,11 @@ influence on unit j's own s slots, J ∈ R^{s × (m+n+1) × r·n}, and drops the
     J_t[:, a, c] = H^j_t J_{t-1}[:, a, c] + x̂_t[a] D_t[slots of j, c]      (c = k·n + j)
     dL_t/dW[a, c] ≈ Σ_σ (∂L_t/∂s_t)[σ, j] J_t[σ, a, c]
 
-H^j_t is unit j's s × s diagonal block of H_t. Deterministic and biased (it ignores how unit j's
-parameters reach other units and come back); exact when H_t is block-diagonal per unit (a tanh
-RNN whose recurrent block of W is diagonal). O(s·|θ|) memory and O(s²·|θ|) time per lane and step.
+H^j_t is unit j's s × s diagonal block of H_t. Deterministic and biased: it drops unit j's
+parameters' influence on the OTHER units' states (the off-diagonal part of H_t G_{t-1} for them,
+through which the loss depends on those parameters — the larger part of the bias), and the paths
+that leave unit j and come back (algorithms.md, section 5); exact when H_t is block-diagonal per
+unit (a tanh RNN whose recurrent block of W is diagonal). O(s·|θ|) memory and O(s²·|θ|) time per lane and step.
 """
 
 from __future__ import annotations

@@ -1178,3 +1178,246 @@ def save_trained_model(run_dir, path, command: str | None = None) -> dict:
     torch.save({**record, "model": {k: v.clone() for k, v in checkpoint["model"].items()}}, path)
     path.with_suffix(".json").write_text(json.dumps(record, indent=1) + "\n")
     return record
+
+
+def counted_macs(method: str, hidden_size: int, input_size: int = 4, cell: str = "rhn", lanes: int = 2,
+                 seed: int = 0) -> dict:
+    """Multiply-adds per lane of the matrix products (torch's FlopCounterMode: mm, bmm, addmm, …)
+    in one ``est.step`` of ``method`` on a random model, counted while the package runs the step.
+
+    Elementwise work (UORO's and SnAp-1's updates, the norms) is not a matrix product and is not
+    counted. Returns {method, n, m, cell, gate_blocks, P, bmm, mm, total} in multiply-adds per lane
+    (FlopCounterMode counts a multiply-add as 2 flops; halved here), with ``bmm`` the batched
+    products (the influence update: H_t G_{t-1}, H_t A_{t-1}, …) and ``mm`` the rest (the cell's
+    z_t = x̂_t W, the readout, the gradient's sum over lanes)."""
+    import torch.nn.functional as F
+    from torch.utils.flop_counter import FlopCounterMode
+
+    torch.manual_seed(seed)
+    model = RecurrentModel(make_cell(cell, input_size, hidden_size), input_size)
+    est = make_estimator(method, model, lanes, seed=seed)
+    g = torch.Generator().manual_seed(seed + 1)
+    xs = F.one_hot(torch.randint(0, input_size, (3, lanes), generator=g), input_size).float()
+    ys = torch.randint(0, input_size, (3, lanes), generator=g)
+    for t in range(2):  # past the first step, whose influence is zero
+        est.step(xs[t], ys[t])
+    with FlopCounterMode(display=False) as counter:
+        est.step(xs[2], ys[2])
+    counts = {str(op).split(".")[-1]: v for op, v in counter.get_flop_counts()["Global"].items()}
+    per_lane = lambda flops: flops / 2 / lanes  # noqa: E731
+    bmm = per_lane(sum(v for op, v in counts.items() if "bmm" in op))
+    total = per_lane(counter.get_total_flops())
+    c = model.cell
+    return {"method": method, "n": hidden_size, "m": input_size, "cell": cell, "gate_blocks": c.gate_blocks,
+            "P": c.weight.numel(), "bmm": bmm, "mm": total - bmm, "total": total}
+
+
+def lane_numbers(method: str, hidden_size: int, input_size: int = 4, cell: str = "rhn") -> float:
+    """How many numbers one lane of ``method`` keeps as its influence estimate: the sizes of the
+    estimator's ``lane_state`` tensors (RTRL's G_t, KF-RTRL's u_t and A_t, …), per lane. Work
+    buffers an implementation keeps besides (KF-RTRL's second A buffer) are not counted here;
+    :func:`kfrtrl_lab.measure.state_bytes` counts them."""
+    torch.manual_seed(0)
+    model = RecurrentModel(make_cell(cell, input_size, hidden_size), input_size)
+    est = make_estimator(method, model, 1, seed=0)
+    return float(sum(getattr(est, name).numel() for name in est.lane_state))
+
+
+def crossover_n(ns, times_a, times_b) -> float | None:
+    """The n at which method a's time first rises above method b's, by straight-line interpolation
+    of log(time) against log(n) between the two neighbouring measured sizes; None if a stays below
+    b (or starts above it) over the sizes measured."""
+    pts = sorted(zip(ns, times_a, times_b))
+    gaps = [(n, math.log(ta) - math.log(tb)) for n, ta, tb in pts]
+    if gaps[0][1] > 0:
+        return None
+    for (n0, d0), (n1, d1) in zip(gaps, gaps[1:]):
+        if d0 <= 0 < d1:
+            f = -d0 / (d1 - d0)
+            return math.exp(math.log(n0) + f * (math.log(n1) - math.log(n0)))
+    return None
+
+
+def throughput_rows(bench: list[dict], batch_size: int = 32, input_size: int = 50) -> list[dict]:
+    """For each (method, n) of a committed benchmark (rows of ``results.benchmark_rows``): the work
+    the cost model counts (:func:`step_cost_model`), the rate it implies (GFLOP/s = counted flops /
+    measured time) and the state the step must stream through (MB; GB/s = state / time: one pass)."""
+    rows = []
+    for r in bench:
+        method, n, ms = r["method"], r["n"], r["ms_per_step"]
+        if method == "bare H·A":
+            flops, state = 2 * batch_size * 2 * n**3, 4 * batch_size * 2 * n * n / 2**20  # H A; A is n × 2n
+        else:
+            model = step_cost_model(method, n, batch_size, input_size)
+            flops, state = model["flops"], model["state_MB"]
+        rows.append({"method": method, "n": n, "ms_per_step": ms, "flops": flops, "state_MB": state,
+                     "GFLOP_per_s": flops / (ms * 1e-3) / 1e9, "GB_per_s": state * 2**20 / (ms * 1e-3) / 1e9})
+    return rows
+
+
+# -- notebook 7: one OK step on one target, bias with confidence intervals, SnAp-1's dropped terms ----
+
+def ok_step_both(r: int, seed: int = 1, warmup: int = 7) -> list[dict]:
+    """Both OK-r reductions (symmetric and official scaling) applied to the SAME target Γ_t.
+
+    The state is warmed up once (``warmup`` steps of symmetric OK-r on a small RHN); Γ_t =
+    Σ_i u_i ⊗ H_t A_i + x̂_t ⊗ D_t is formed densely, and every sign pattern of the step is run as
+    its own lane by each scaling from that one state. Rows as :func:`ok_step_error`, plus the
+    singular values σ_i of Γ_t and the split q."""
+    import itertools
+
+    from ..estimators import ok as ok_module
+
+    model = random_model("rhn", 3, 4, 3, init_std=0.5, seed=seed)
+    x, y = random_sequence(model, warmup + 1, seed=seed + 1)
+    warm = make_estimator(f"ok-{r}", model, 1, seed=seed + 3)
+    for t in range(warmup):
+        warm.step_lane_gradients(x[t : t + 1], y[t : t + 1])
+    with torch.no_grad():
+        step = model.cell.step(x[warmup : warmup + 1], warm.state)
+        u, A = warm.kron_factors
+        target = (torch.einsum("ia,ij->aj", u[0], (step.H_dense()[0] @ A[0]).flatten(1))
+                  + torch.outer(step.x_hat[0], step.D_dense()[0].flatten()))
+    sigma = torch.linalg.svdvals(target)
+    v_min, v_code = ok_closed_forms(sigma, r)
+    q = next(q for q in range(r) if (r - q) * sigma[q] <= sigma[q:].sum() * (1 + 1e-12))
+    patterns = torch.tensor(list(itertools.product((-1.0, 1.0), repeat=r + 1)), dtype=torch.float64)
+    lanes, rows = len(patterns), []
+    for scaling in ("symmetric", "official"):
+        est = make_estimator(f"ok-{r}" + ("" if scaling == "symmetric" else "-official"), model, lanes, seed=0)
+        est.u, est.At = warm.u.expand(lanes, -1, -1).clone(), warm.At.expand(lanes, -1, -1, -1).clone()
+        est.state = warm.state.expand(lanes, -1, -1).clone()
+        draw, ok_module.rademacher = ok_module.rademacher, lambda shape, *a: patterns.clone()
+        try:
+            est.step_lane_gradients(x[warmup].expand(lanes, -1), y[warmup].expand(lanes))
+        finally:
+            ok_module.rademacher = draw
+        u_new, A_new = est.kron_factors
+        estimates = torch.einsum("lia,lij->laj", u_new, A_new.flatten(2))
+        rows.append({"r": r, "scaling": scaling, "q": q, "sigma": sigma.tolist(),
+                     "target_norm2": (target * target).sum().item(),
+                     "mean_error": ((estimates.mean(0) - target).norm() / target.norm()).item(),
+                     "measured": ((estimates - target) ** 2).sum(dim=(1, 2)).mean().item(),
+                     "closed_form": v_min if scaling == "symmetric" else v_code, "v_min": v_min, "v_code": v_code})
+    return rows
+
+
+def ok_step_target(r: int, seed: int = 1, warmup: int = 7, hidden_size: int = 4):
+    """(σ of Γ_t, the exact mean squared error of the symmetric OK-r step, enumerated over its sign
+    patterns) for a state warmed up ``warmup`` steps on a small RHN: what a prediction of V_min
+    from the σ's must match."""
+    import itertools
+
+    from ..estimators import ok as ok_module
+
+    model = random_model("rhn", 3, hidden_size, 3, init_std=0.5, seed=seed)
+    x, y = random_sequence(model, warmup + 1, seed=seed + 1)
+    warm = make_estimator(f"ok-{r}", model, 1, seed=seed + 3)
+    for t in range(warmup):
+        warm.step_lane_gradients(x[t : t + 1], y[t : t + 1])
+    with torch.no_grad():
+        step = model.cell.step(x[warmup : warmup + 1], warm.state)
+        u, A = warm.kron_factors
+        target = (torch.einsum("ia,ij->aj", u[0], (step.H_dense()[0] @ A[0]).flatten(1))
+                  + torch.outer(step.x_hat[0], step.D_dense()[0].flatten()))
+    patterns = torch.tensor(list(itertools.product((-1.0, 1.0), repeat=r + 1)), dtype=torch.float64)
+    lanes = len(patterns)
+    est = make_estimator(f"ok-{r}", model, lanes, seed=0)
+    est.u, est.At = warm.u.expand(lanes, -1, -1).clone(), warm.At.expand(lanes, -1, -1, -1).clone()
+    est.state = warm.state.expand(lanes, -1, -1).clone()
+    draw, ok_module.rademacher = ok_module.rademacher, lambda shape, *a: patterns.clone()
+    try:
+        est.step_lane_gradients(x[warmup].expand(lanes, -1), y[warmup].expand(lanes))
+    finally:
+        ok_module.rademacher = draw
+    u_new, A_new = est.kron_factors
+    estimates = torch.einsum("lia,lij->laj", u_new, A_new.flatten(2))
+    return torch.linalg.svdvals(target), ((estimates - target) ** 2).sum(dim=(1, 2)).mean().item()
+
+
+def error_split_ci(G: torch.Tensor, exact: torch.Tensor, z: float = 1.96) -> dict:
+    """:func:`error_split` with the sampling error taken out of bias² and confidence intervals.
+
+    With S samples, mean ḡ and sample covariance Σ̂ (denominator S − 1),
+    E‖ḡ − g‖² = ‖b‖² + tr Σ / S, so ‖ḡ − g‖² − tr Σ̂ / S is an unbiased estimate of the squared bias
+    ‖b‖² (it can come out negative when the bias is below the sampling noise). Its standard error,
+    from ḡ − g ≈ b + N(0, Σ/S): Var ≈ 4 b̂ᵀΣ̂b̂/S + 2 tr(Σ̂²)/S² (b̂ = ḡ − g: an overestimate). The
+    variance tr Σ̂ has standard error std(‖g_i − ḡ‖²)/√S. All relative to ‖g‖²; ``*_lo``/``*_hi``
+    are the estimate ∓ z standard errors."""
+    S = G.shape[0]
+    norm2 = (exact * exact).sum().item()
+    base = error_split(G, exact)
+    if base["spread"] == 0.0:  # deterministic: the bias is known exactly, there is no variance
+        b2 = base["bias2"]
+        return {**base, "bias2_naive": b2, "bias2": b2, "bias2_lo": b2, "bias2_hi": b2, "bias2_se": 0.0,
+                "spread": 0.0, "spread_lo": 0.0, "spread_hi": 0.0, "spread_se": 0.0, "samples": S}
+    mean = G.mean(dim=0)
+    X = G - mean
+    b = mean - exact
+    d = (X * X).sum(dim=1)  # ‖g_i − ḡ‖²
+    trace = d.sum().item() / (S - 1)
+    gram = X @ X.T
+    tr_sigma2 = (gram * gram).sum().item() / (S - 1) ** 2
+    b_sigma_b = ((X @ b) ** 2).sum().item() / (S - 1)
+    b2_naive = (b * b).sum().item()
+    b2 = b2_naive - trace / S
+    b2_se = math.sqrt(max(4 * b_sigma_b / S + 2 * tr_sigma2 / S**2, 0.0))
+    spread_se = d.std().item() / math.sqrt(S)
+    rel = lambda v: v / norm2  # noqa: E731
+    return {**base, "samples": S, "bias2_naive": rel(b2_naive), "bias2": rel(b2), "bias2_se": rel(b2_se),
+            "bias2_lo": rel(b2 - z * b2_se), "bias2_hi": rel(b2 + z * b2_se),
+            "spread": rel(trace), "spread_se": rel(spread_se),
+            "spread_lo": rel(trace - z * spread_se), "spread_hi": rel(trace + z * spread_se)}
+
+
+def snap_error_terms(model: RecurrentModel, inputs: torch.Tensor, targets: torch.Tensor) -> dict:
+    """Where SnAp-1's gradient error comes from (algorithms.md section 5), on one sequence.
+
+    Exact RTRL, G_t = H_t G_{t-1} + F_t, runs beside SnAp-1's J_t. For the parameters of unit j
+    (columns c = g·n + j of W) split the exact influence into its row on unit j's own slots,
+    G_t^own, and the rest, G_t^other (their influence on the OTHER units' states). Then
+
+        g − ĝ_SnAp = Σ_t (∂L_t/∂s_t) G_t^other   ("through other units": the term SnAp-1 drops outright)
+                   + Σ_t (∂L_t/∂s_t)_own (G_t^own − J_t)   ("come back": paths that leave unit j and return)
+
+    Returns the squared norms of the two parts and of their sum (SnAp-1's squared bias) relative to
+    ‖g‖², the ratio of the first part's size to the second's, and the largest difference between
+    this J_t's gradient and the package's SnAp-1 estimator (a check that J_t is the package's)."""
+    cell = model.cell
+    dtype = cell.weight.dtype
+    s, a, c = cell.slots, *cell.weight.shape
+    n = cell.hidden_size
+    unit = torch.arange(c) % n  # column g·n + j moves unit j
+    state = cell.zero_state(1).to(dtype)
+    G = torch.zeros(1, s * n, a, c, dtype=dtype)
+    J = torch.zeros(s, a, c, dtype=dtype)
+    own_rows = (torch.arange(s)[:, None] * n + unit[None, :])  # (s, c): the row of column c's unit, per slot
+    total = torch.zeros(a, c, dtype=dtype)
+    other = torch.zeros(a, c, dtype=dtype)
+    back = torch.zeros(a, c, dtype=dtype)
+    snap = torch.zeros(a, c, dtype=dtype)
+    ones = torch.ones(1, dtype=dtype)
+    with torch.no_grad():
+        for t in range(inputs.shape[0]):
+            step = cell.step(inputs[t : t + 1], state)
+            _, dl_dh, _ = model.readout_step(step.h, targets[t : t + 1], ones)
+            dl = cell.state_cotangent(dl_dh)[0]  # (n_s,)
+            G = torch.bmm(step.H_dense(), G.view(1, s * n, -1)).view(1, s * n, a, c)
+            step.add_immediate(G)
+            blocks = step.per_column(step.H_unit_blocks())[0]  # (s, s, c)
+            J = torch.einsum("stc,tac->sac", blocks, J) + step.x_hat[0][None, :, None] * step.D_per_column()[0][:, None, :]
+            G_own = G[0][own_rows, :, torch.arange(c)[None, :]].permute(0, 2, 1)  # (s, a, c)
+            dl_own = dl[own_rows]  # (s, c)
+            g_t = torch.einsum("i,iac->ac", dl, G[0])
+            own_part = torch.einsum("sc,sac->ac", dl_own, G_own)
+            total += g_t
+            other += g_t - own_part
+            back += torch.einsum("sc,sac->ac", dl_own, G_own - J)
+            snap += torch.einsum("sc,sac->ac", dl_own, J)
+            state = step.state
+    package = gradient_samples(model, inputs, targets, "snap-1", 1)[0].view(a, c)
+    norm2 = (total * total).sum().item()
+    rel = lambda v: (v * v).sum().item() / norm2  # noqa: E731
+    return {"through_other_units": rel(other), "come_back": rel(back), "bias2": rel(other + back),
+            "bias2_direct": rel(total - snap), "other_over_back": math.sqrt(rel(other) / max(rel(back), 1e-300)),
+            "package_max_diff": (snap - package).abs().max().item(), "gradient_norm": math.sqrt(norm2)}

@@ -49,6 +49,8 @@ LABELS = {
     "T": "sequence length T", "r": "rank r (Kronecker pairs per lane)", "step": "time steps",
     "relative_error": "relative error E‖ĝ − g‖² / ‖g‖²", "bias2": "bias² ‖Eĝ − g‖² / ‖g‖²",
     "spread": "variance E‖ĝ − Eĝ‖² / ‖g‖²", "cosine": "mean cosine of ĝ to g",
+    "total": "multiply-adds per lane (matrix products)", "bmm": "multiply-adds per lane (batched products)",
+    "flops": "counted flops per step", "GFLOP_per_s": "GFLOP/s (counted flops / time)",
 }
 _FIXED = {"kf-rtrl": "#1f77b4", "uoro": "#d62728", "rtrl": "#2ca02c", "bptt": "#7f7f7f", "snap-1": "#e377c2",
           "bare H·A": "#000000"}
@@ -319,6 +321,85 @@ def error_split_figure(rows: list[dict], title: str | None = None) -> go.Figure:
     fig.update_layout(barmode="group")
     return _layout(fig, title or "Relative error: bias² and variance", {"title": "estimator"},
                    _axis("relative error (share of ‖g‖²)", values, log=True))
+
+
+def bias_variance_figure(rows: list[dict], title: str | None = None) -> go.Figure:
+    """Each method's bias² (sampling noise taken out) and variance with their confidence intervals
+    (rows of experiments.error_split_ci), on a log axis. A bias² whose interval reaches 0 cannot be
+    drawn on a log axis as a bar: it is drawn as a hollow marker at its upper bound ("bias² below
+    this"); a deterministic method's bias² is exact (no interval)."""
+    methods = list(dict.fromkeys(r["method"] for r in rows))
+    by = {r["method"]: r for r in rows}
+    fig = go.Figure()
+    resolved = [m for m in methods if by[m]["bias2_lo"] > 0]
+    fig.add_trace(go.Bar(x=resolved, y=[by[m]["bias2"] for m in resolved], name="bias² (resolved from zero)",
+                         marker=dict(color=[method_color(m) for m in resolved]), offsetgroup="bias",
+                         error_y=dict(type="data", symmetric=False,
+                                      array=[by[m]["bias2_hi"] - by[m]["bias2"] for m in resolved],
+                                      arrayminus=[by[m]["bias2"] - by[m]["bias2_lo"] for m in resolved]),
+                         hovertemplate="%{x}: bias² %{y:.3g}<extra></extra>"))
+    bounded = [m for m in methods if by[m]["bias2_lo"] <= 0]
+    fig.add_trace(go.Scatter(x=bounded, y=[by[m]["bias2_hi"] for m in bounded], mode="markers",
+                             name="bias² consistent with 0: below its 95% upper bound (marker)",
+                             marker=dict(symbol="triangle-down-open", size=13, color=[method_color(m) for m in bounded],
+                                         line=dict(width=2)),
+                             hovertemplate="%{x}: bias² < %{y:.3g}<extra></extra>"))
+    noisy = [m for m in methods if by[m]["spread"] > 0]
+    fig.add_trace(go.Bar(x=noisy, y=[by[m]["spread"] for m in noisy], name=label("spread"), offsetgroup="spread",
+                         marker=dict(color=[method_color(m) for m in noisy], pattern_shape="/"),
+                         error_y=dict(type="data", symmetric=False,
+                                      array=[by[m]["spread_hi"] - by[m]["spread"] for m in noisy],
+                                      arrayminus=[by[m]["spread"] - max(by[m]["spread_lo"], by[m]["spread"] * 1e-3)
+                                                  for m in noisy]),
+                         hovertemplate="%{x}: variance %{y:.3g}<extra></extra>"))
+    values = [by[m]["bias2"] for m in resolved] + [by[m]["bias2_hi"] for m in bounded] + \
+             [by[m]["spread_hi"] for m in noisy]
+    fig.update_layout(barmode="group", xaxis=dict(categoryorder="array", categoryarray=methods))
+    samples = sorted({r["samples"] for r in rows})
+    return _layout(fig, title or f"Bias² and variance with 95% intervals ({', '.join(map(str, samples))} samples)",
+                   {"title": "estimator", "categoryorder": "array", "categoryarray": methods},
+                   _axis("relative error (share of ‖g‖²)", values, log=True))
+
+
+def ok_split_figure(sigma, r: int, title: str | None = None) -> go.Figure:
+    """The singular values σ_1 ≥ … ≥ σ_(r+1) of one OK target Γ_t as bars: the q kept exactly and the
+    mixed set 𝓜, with the level Σ_𝓜/k every one of the k mixed output pairs carries (no mixed σ may
+    exceed it: that is the split rule)."""
+    s = [float(v) for v in sigma][: r + 1]  # Γ_t has rank ≤ r + 1: further singular values are zero
+    q = next(q for q in range(r) if (r - q) * s[q] <= sum(s[q:]) * (1 + 1e-12))
+    k, total = r - q, sum(s[q:])
+    idx = list(range(1, len(s) + 1))
+    fig = go.Figure()
+    fig.add_trace(go.Bar(x=idx[:q], y=s[:q], name=f"kept exactly (q = {q})", marker_color="#5e2f8a"))
+    fig.add_trace(go.Bar(x=idx[q:], y=s[q:], name=f"mixed set 𝓜 ({len(s) - q} directions into k = {k} pair{'s' if k > 1 else ''})",
+                         marker_color="#c5b0d5"))
+    fig.add_trace(go.Scatter(x=[q + 0.5, len(s) + 0.5], y=[total / k] * 2, mode="lines",
+                             line=dict(color="black", dash="dash"), name=f"Σ_𝓜 / k = {total / k:.3g} (each mixed pair)"))
+    return _layout(fig, title or f"One OK-{r} step: the singular values of Γ_t and the split",
+                   {"title": "direction i", "tickvals": idx}, {"title": "singular value σ_i"})
+
+
+def time_vs_flops_figure(rows: list[dict], title: str | None = None) -> go.Figure:
+    """Measured time per step against the counted flops (experiments.throughput_rows), log–log, one
+    line per method over n; the dotted line is the bare product H·A's best rate in the same rows
+    (time = flops / that rate): points far above it spend their time elsewhere than in counted flops
+    (fixed per-step costs at small n, memory traffic for the O(P) methods at large n)."""
+    fig = go.Figure()
+    for method in dict.fromkeys(r["method"] for r in rows):
+        pts = sorted((r["flops"], r["ms_per_step"], r["n"]) for r in rows if r["method"] == method)
+        fig.add_trace(go.Scatter(x=[p[0] for p in pts], y=[p[1] for p in pts], mode="lines+markers", name=method,
+                                 text=[f"n={p[2]}" for p in pts],
+                                 hovertemplate="%{text}: %{x:.3g} flops, %{y:.3g} ms<extra>" + method + "</extra>",
+                                 line=dict(color=method_color(method), dash=method_dash(method))))
+    bare = [r for r in rows if r["method"] == "bare H·A"]
+    if bare:
+        rate = max(r["GFLOP_per_s"] for r in bare)
+        lo, hi = min(r["flops"] for r in rows), max(r["flops"] for r in rows)
+        fig.add_trace(go.Scatter(x=[lo, hi], y=[lo / rate / 1e6, hi / rate / 1e6], mode="lines",
+                                 line=dict(color="black", dash="dot"),
+                                 name=f"counted flops at the bare H·A's best rate ({rate:.0f} GFLOP/s)"))
+    return _layout(fig, title or "Time per step against counted flops", _axis("flops", [r["flops"] for r in rows], log=True),
+                   _axis("ms_per_step", [r["ms_per_step"] for r in rows], log=True))
 
 
 def training_figure(summaries: list[dict], metric: str, title: str | None = None, log_x: bool = False,
