@@ -227,7 +227,7 @@ def test_influence_error_over_time_and_its_figures():
 def test_sequence_unbiasedness_passes_kf_and_fails_snap():
     model = ex.random_model("rhn", 4, 4, 4, init_std=0.5)
     x, y = ex.random_sequence(model, 6, seed=3)
-    rows = {r["method"]: r for r in ex.sequence_unbiasedness(model, x, y, methods=("kf-rtrl", "snap-1"), samples=1500)}
+    rows = {r["method"]: r for r in ex.sequence_ztests(model, x, y, methods=("kf-rtrl", "snap-1"), samples=1500)}
     assert rows["kf-rtrl"]["violations"] == 0
     assert rows["snap-1"]["violations"] > 0
 

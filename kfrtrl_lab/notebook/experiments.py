@@ -1134,7 +1134,7 @@ def growth_ratio(rows: list[dict], method: str, resamples: int = 2000, level: fl
             "middle_steps": (middle.start + 1, middle.stop), "last_steps": (last.start + 1, last.stop)}
 
 
-def sequence_unbiasedness(model: RecurrentModel, inputs: torch.Tensor, targets: torch.Tensor,
+def sequence_ztests(model: RecurrentModel, inputs: torch.Tensor, targets: torch.Tensor,
                           methods=("kf-rtrl", "uoro", "snap-1"), samples: int = 2000, seed: int = 0,
                           alpha: float = 1e-3) -> list[dict]:
     """The z-test of :func:`kfrtrl_lab.analysis.unbiasedness_test` on the gradient of the WHOLE
