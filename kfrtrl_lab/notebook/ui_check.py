@@ -33,10 +33,15 @@ from .reports import ROOT, strip
 NOTEBOOK = "03_variance_uoro_vs_kf.ipynb"
 # Every code cell has run: each input prompt shows a number, none a star. (Or something failed:
 # an error shows as stderr output, and the cells after it never run.)
+RUN_ALL_TIMEOUT_MS = 300_000
+PROMPTS = """() => [...document.querySelectorAll('.jp-CodeCell .jp-InputPrompt')]
+    .filter(e => e.offsetParent !== null).map(e => e.textContent)"""
 ALL_RAN = """() => {
-  const prompts = [...document.querySelectorAll('.jp-CodeCell .jp-InputPrompt')].map(e => e.textContent);
+  // a folded input (a solution cell starts folded) shows an empty prompt; one not run shows [ ]
+  const prompts = [...document.querySelectorAll('.jp-CodeCell .jp-InputPrompt')]
+    .filter(e => e.offsetParent !== null).map(e => e.textContent);
   return document.querySelector('[data-mime-type="application/vnd.jupyter.stderr"]') ||
-         (prompts.length > 0 && prompts.every(t => /\\[\\d+\\]/.test(t)));
+         (prompts.length > 0 && prompts.every(t => t === '' || /\\[\\d+\\]/.test(t)));
 }"""
 
 
@@ -61,7 +66,8 @@ def workspace(tmp: Path, profile: str) -> Path:
 
 # Lab settings of the check's own (the user's play no part): the notebook's kernel starts without
 # the "Select Kernel" dialog a fresh profile shows, and no news is fetched (no network).
-SETTINGS = {"@jupyterlab/notebook-extension/tracker": {"autoStartDefaultKernel": True},
+# Every cell is rendered (no windowing): the check reads the prompts of a 60-cell lesson.
+SETTINGS = {"@jupyterlab/notebook-extension/tracker": {"autoStartDefaultKernel": True, "windowingMode": "none"},
             "@jupyterlab/apputils-extension/notification": {"fetchNews": "false", "checkForUpdates": False}}
 
 
@@ -117,7 +123,11 @@ def run_all(page) -> None:
     """Run > Run All Cells, then wait until every code cell has run (or one failed)."""
     page.locator("#jp-MainMenu .lm-MenuBar-itemLabel", has_text=re.compile("^Run$")).click()
     page.locator(".lm-Menu-itemLabel", has_text=re.compile("^Run All Cells$")).click()
-    page.wait_for_function(ALL_RAN, timeout=300_000, polling=500)
+    try:
+        page.wait_for_function(ALL_RAN, timeout=RUN_ALL_TIMEOUT_MS, polling=500)
+    except Exception as e:  # say which prompts never showed a count
+        prompts = page.evaluate(PROMPTS)
+        raise RuntimeError(f"not every cell ran within {RUN_ALL_TIMEOUT_MS / 1000:.0f} s; prompts: {prompts}") from e
 
 
 def errors_shown(page) -> list[str]:
