@@ -223,7 +223,7 @@ def _nearest(options, value):
 def variance_explorer(n_options=(8, 16, 32), lengths=(5, 10, 20), samples_options=(25, 50, 100),
                       methods=("kf-rtrl", "uoro"), seed: int = 0, n: int = 16, T_max: int = 20,
                       samples: int = 50) -> Explorer:
-    """Relative variance against T for a random RHN: sliders for n, the longest T, the number of
+    """Relative error against T for a random RHN: sliders for n, the longest T, the number of
     samples, and the estimators. The starting setting (n, T_max, samples: the options nearest to
     them) answers in well under a second; the largest ones take longer, and the status line says so."""
     samples_options = sorted(set(samples_options))
@@ -234,7 +234,7 @@ def variance_explorer(n_options=(8, 16, 32), lengths=(5, 10, 20), samples_option
         if not methods:
             return _nothing_chosen("estimator")
         rows = ex.variance_sweep([n], Ts, methods=tuple(methods), samples=samples, seed=seed)
-        return figures.variance_figure(rows, x="T", title=f"Relative variance, random RHN n={n}, {samples} samples")
+        return figures.variance_figure(rows, x="T", title=f"Relative error, random RHN n={n}, {samples} samples")
 
     controls = {
         "n": _slider(n_options, start["n"], "n"),
