@@ -129,6 +129,20 @@ def _atomic_write(path: Path, write) -> None:
         raise
 
 
+def process_alive(host, pid) -> bool:
+    """Whether the process ``pid`` of ``host`` may still run: certain only on this host (another
+    host's, or a record without a usable PID, is assumed alive)."""
+    if host != socket.gethostname() or not isinstance(pid, int):
+        return True
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # the PID exists but belongs to another user
+        return True
+    return True
+
+
 class RunLocked(FileExistsError):
     """The run folder is owned by another live process."""
 
@@ -219,18 +233,12 @@ class RunLock:
                 return "the lock was just released"
             # created but never written: a process died between the two (or is writing it right now)
             return f"an unreadable lock file {age:.0f} s old" if age > self.EMPTY_GRACE_S else None
-        if holder.get("host") != self.host or not isinstance(holder.get("pid"), int):
-            return None
-        if holder["pid"] == self.pid:
+        if holder.get("host") == self.host and holder.get("pid") == self.pid:
             return (None if str(self.path.resolve()) in RunLock._held_here else
                     "left by an earlier run of this process that did not give it back")
-        try:
-            os.kill(holder["pid"], 0)
-        except ProcessLookupError:
-            return f"left by process {holder['pid']} (owner {holder.get('owner')}), which no longer runs"
-        except PermissionError:  # the PID exists but belongs to another user
+        if process_alive(holder.get("host"), holder.get("pid")):
             return None
-        return None
+        return f"left by process {holder['pid']} (owner {holder.get('owner')}), which no longer runs"
 
     @staticmethod
     def _describe(holder: dict | None) -> str:

@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import dataclasses
 import getpass
-import inspect
 import itertools
 import json
 import os
@@ -40,7 +39,7 @@ import traceback
 from dataclasses import dataclass
 from pathlib import Path
 
-from .runs import CHECKPOINT, INFO, METRICS, SUMMARY, RunFolder, atomic_write_text
+from .runs import CHECKPOINT, INFO, LOCK, METRICS, SUMMARY, RunFolder, RunLock, atomic_write_text, process_alive
 from .train import Diverged, RunConfig, train
 
 try:  # the 'cluster' extra: Slurm jobs (and submitit's local executor, for tests)
@@ -48,7 +47,6 @@ try:  # the 'cluster' extra: Slurm jobs (and submitit's local executor, for test
 except ImportError:  # local sweeps do not need it
     Checkpointable, DelayedSubmission = object, None
 
-LOCK = "run.lock"  # the run folder's lock file (kfrtrl_lab.runs.RunLock writes the same file)
 STATES = ("pending", "running", "finished", "failed", "diverged")
 EXIT_OK, EXIT_FAILED, EXIT_BAD_SPEC, EXIT_DIVERGED, EXIT_INTERRUPTED = 0, 1, 2, 3, 130
 
@@ -240,24 +238,8 @@ def _write_record(out: Path, name: str, **fields) -> None:
 
 
 def read_lock(folder: Path) -> dict | None:
-    try:
-        data = json.loads((Path(folder) / LOCK).read_text())
-    except (OSError, ValueError):
-        return None
-    return data if isinstance(data, dict) else None
-
-
-def _alive(host, pid) -> bool:
-    """Whether the process may still run: certain only on this host (another host's is assumed alive)."""
-    if host != socket.gethostname():
-        return True
-    try:
-        os.kill(int(pid), 0)
-    except ProcessLookupError:
-        return False
-    except (PermissionError, TypeError, ValueError):
-        return True
-    return True
+    """The run folder's lock record ({owner, host, pid, since}), or None."""
+    return RunLock(folder).holder()
 
 
 def _read_summary(folder: Path) -> dict | None:
@@ -279,45 +261,6 @@ def _done(summary: dict | None, steps: int) -> str | None:
 
 
 # --------------------------------------------------------------------------------- one run
-
-
-#: The reliability work gives ``train`` an ``owner`` (the folder's lock is then the trainer's own);
-#: until then the sweep holds the same lock file around the call (:class:`_FolderLock`).
-_TRAIN_TAKES_OWNER = "owner" in inspect.signature(train).parameters
-
-
-class _FolderLock:
-    """``run.lock`` as kfrtrl_lab.runs.RunLock writes it ({owner, host, pid, since}): taken when absent,
-    when it names the same owner (a requeued job taking its run back), or when its process is gone
-    from this host; otherwise FileExistsError naming the holder."""
-
-    def __init__(self, folder: Path, owner: str):
-        self.path, self.owner = Path(folder) / LOCK, owner
-
-    def __enter__(self):
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        record = json.dumps({"owner": self.owner, "host": socket.gethostname(), "pid": os.getpid(),
-                             "since": time.strftime("%Y-%m-%dT%H:%M:%S%z")})
-        for _ in range(3):
-            try:
-                fd = os.open(self.path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
-            except FileExistsError:
-                holder = read_lock(self.path.parent) or {}
-                if holder.get("owner") != self.owner and _alive(holder.get("host"), holder.get("pid")):
-                    raise FileExistsError(f"{self.path.parent} is in use by another run (owner "
-                                          f"{holder.get('owner')}, host {holder.get('host')}, PID "
-                                          f"{holder.get('pid')})") from None
-                self.path.unlink(missing_ok=True)  # ours (requeued) or stale: take it over
-                continue
-            with os.fdopen(fd, "w") as f:
-                f.write(record)
-            return self
-        raise FileExistsError(f"{self.path}: other processes keep taking this run folder")
-
-    def __exit__(self, *exc):
-        holder = read_lock(self.path.parent) or {}
-        if holder.get("owner") == self.owner and holder.get("pid") == os.getpid():
-            self.path.unlink(missing_ok=True)
 
 
 def _clear_unstarted(folder: Path) -> None:
@@ -352,18 +295,14 @@ def run_one(out: str | os.PathLike, run: PlannedRun, owner: str | None = None, e
         resume = (folder / CHECKPOINT).exists()
         if not resume and folder.is_dir():
             holder = read_lock(folder)
-            if holder and holder.get("owner") != owner and _alive(holder.get("host"), holder.get("pid")):
+            if holder and holder.get("owner") != owner and process_alive(holder.get("host"), holder.get("pid")):
                 raise FileExistsError(f"{folder} is in use by another run (owner {holder.get('owner')}, host "
                                       f"{holder.get('host')}, PID {holder.get('pid')})")
             _clear_unstarted(folder)
         print(f"{run.name}: {'resuming from step ' + str(_checkpoint_step(folder)) if resume else 'starting'} "
               f"(owner {owner}, host {socket.gethostname()})", flush=True)
         try:
-            if _TRAIN_TAKES_OWNER:
-                summary = train(config, folder, resume=resume, progress=False, owner=owner)
-            else:
-                with _FolderLock(folder, owner):
-                    summary = train(config, folder, resume=resume, progress=False)
+            summary = train(config, folder, resume=resume, progress=False, owner=owner)
             status = summary["status"]
         except Diverged as err:
             status, summary = "diverged", _read_summary(folder) or {"steps_done": None}
@@ -497,7 +436,7 @@ def run_status(out: str | os.PathLike, run: PlannedRun, queue: dict | None = Non
     queued = queue.get(job) if by_queue else None
     if done:
         status.state, status.step = done, summary["steps_done"]
-    elif lock and (here or not by_queue) and _alive(lock.get("host"), lock.get("pid")):
+    elif lock and (here or not by_queue) and process_alive(lock.get("host"), lock.get("pid")):
         status.state, status.host = "running", lock.get("host", "")
     elif queued:
         status.state = "running" if queued[0] in ("RUNNING", "COMPLETING") else "pending"
@@ -509,7 +448,7 @@ def run_status(out: str | os.PathLike, run: PlannedRun, queue: dict | None = Non
         status.state = "failed"
         status.note = (f"job {job} left the queue before its run ended (killed, out of memory, or out of "
                        f"requeues?); its log: {Path(out) / '.sweep' / 'submitit'}/{job}_0_log.err")
-    elif record.get("state") == "running" and not _alive(record.get("host"), record.get("pid")):
+    elif record.get("state") == "running" and not process_alive(record.get("host"), record.get("pid")):
         status.state, status.note = "failed", "its process ended without a word (killed?); run the sweep again"
     elif summary and summary.get("status") in ("interrupted", "stopped"):
         status.step = summary["steps_done"]

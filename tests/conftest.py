@@ -36,3 +36,37 @@ def _one_thread():
     # The tensors here are tiny; one thread avoids OpenMP oversubscription when other
     # processes share the two cores, and keeps float reductions in a fixed order.
     torch.set_num_threads(1)
+
+
+# Headless Chromium for the report and site checks (one per test module), skipped where there is
+# neither Chromium nor root to install it.
+@pytest.fixture(scope="module")
+def browser():
+    pytest.importorskip("playwright", reason="pip install playwright (the test extra)")
+    from playwright.sync_api import sync_playwright
+
+    from kfrtrl_lab.notebook.browser import chromium, launch
+
+    try:
+        chromium()
+    except SystemExit as e:
+        pytest.skip(str(e))
+    with sync_playwright() as p:
+        b = launch(p)
+        yield b
+        b.close()
+
+
+def notebook_cells(notebook: str, tags=("solution",), namespace: dict | None = None) -> dict:
+    """Execute the code cells of ``notebooks/<notebook>`` tagged with any of ``tags``, in order, in one
+    namespace (as the notebook runs them after its imports); returns the namespace."""
+    from pathlib import Path
+
+    import nbformat
+
+    nb = nbformat.read(Path(__file__).resolve().parents[1] / "notebooks" / notebook, as_version=4)
+    namespace = {} if namespace is None else namespace
+    for cell in nb.cells:
+        if cell.cell_type == "code" and set(tags) & set(cell.metadata.get("tags", [])):
+            exec(cell.source, namespace)
+    return namespace

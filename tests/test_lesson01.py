@@ -6,6 +6,7 @@ from pathlib import Path
 import nbformat
 import pytest
 import torch
+from conftest import notebook_cells
 
 from kfrtrl_lab.notebook import experiments as ex
 from kfrtrl_lab.notebook import figures
@@ -18,12 +19,7 @@ NOTEBOOK = Path(__file__).resolve().parents[1] / "notebooks" / "01_rtrl_from_scr
 @pytest.fixture(scope="module")
 def lesson():
     """The notebook's solution and lesson-code cells, executed in one namespace (as the notebook does)."""
-    nb = nbformat.read(NOTEBOOK, as_version=4)
-    namespace = {"torch": torch}
-    for cell in nb.cells:
-        if cell.cell_type == "code" and {"solution", "lesson-code"} & set(tags(cell)):
-            exec(cell.source, namespace)
-    return namespace
+    return notebook_cells(NOTEBOOK.name, ("solution", "lesson-code"), {"torch": torch})
 
 
 def test_solutions_pass_their_checkers(lesson):

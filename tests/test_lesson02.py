@@ -3,9 +3,9 @@ checker passes the notebook's own solution and fails a planted wrong answer."""
 
 from pathlib import Path
 
-import nbformat
 import pytest
 import torch
+from conftest import notebook_cells
 
 import kfrtrl_lab as kl
 from kfrtrl_lab.notebook import experiments as ex
@@ -17,12 +17,7 @@ NOTEBOOK = Path(__file__).resolve().parents[1] / "notebooks" / "02_kronecker_fac
 
 def solutions() -> dict:
     """The notebook's solution cells, executed: name -> function."""
-    nb = nbformat.read(NOTEBOOK, as_version=4)
-    namespace = {"torch": torch, "kl": kl, "ex": ex}
-    for cell in nb.cells:
-        if cell.cell_type == "code" and "solution" in cell.metadata.get("tags", []):
-            exec(cell.source, namespace)
-    return namespace
+    return notebook_cells(NOTEBOOK.name, namespace={"torch": torch, "kl": kl, "ex": ex})
 
 
 @pytest.fixture(scope="module")

@@ -10,6 +10,7 @@ from pathlib import Path
 import nbformat
 import pytest
 import torch
+from conftest import notebook_cells
 
 from kfrtrl_lab.notebook import experiments as ex
 from kfrtrl_lab.notebook import figures
@@ -22,12 +23,7 @@ TRAINED = ROOT / "results" / "trained" / "rhn-copy-n16.pt"
 
 def solutions() -> dict:
     """The notebook's solution cells, executed: name -> function."""
-    nb = nbformat.read(NOTEBOOK, as_version=4)
-    scope = {"torch": torch, "math": math}
-    for cell in nb.cells:
-        if cell.cell_type == "code" and "solution" in cell.metadata.get("tags", []):
-            exec(cell.source, scope)
-    return scope
+    return notebook_cells(NOTEBOOK.name, namespace={"torch": torch, "math": math})
 
 
 @pytest.fixture(scope="module")

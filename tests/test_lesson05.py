@@ -8,7 +8,6 @@ import torch
 from kfrtrl_lab.notebook import experiments as ex
 from kfrtrl_lab.notebook.exercises import ExerciseFailed, lesson05
 
-
 # -- 5.1 ------------------------------------------------------------------------------------------
 
 def bits_per_character(model, ids, reset_every=None):

@@ -5,6 +5,7 @@ from pathlib import Path
 
 import nbformat
 import pytest
+from conftest import notebook_cells
 
 from kfrtrl_lab.notebook import experiments as ex
 from kfrtrl_lab.notebook import figures
@@ -18,12 +19,7 @@ NOTEBOOK = ROOT / "notebooks" / "06_cost_and_scaling.ipynb"
 @pytest.fixture(scope="module")
 def solutions():
     """The notebook's code solution cells, executed: {name: function}."""
-    nb = nbformat.read(NOTEBOOK, as_version=4)
-    namespace = {}
-    for cell in nb.cells:
-        if cell.cell_type == "code" and "solution" in cell.metadata.get("tags", []):
-            exec(cell.source, namespace)  # noqa: S102
-    return namespace
+    return notebook_cells(NOTEBOOK.name)
 
 
 def test_solutions_pass(solutions):

@@ -7,6 +7,7 @@ from pathlib import Path
 import nbformat
 import pytest
 import torch
+from conftest import notebook_cells
 
 import kfrtrl_lab as kl
 from kfrtrl_lab.notebook import experiments as ex
@@ -20,12 +21,7 @@ NOTEBOOK = ROOT / "notebooks" / "07_beyond_kf_rtrl.ipynb"
 @pytest.fixture(scope="module")
 def solutions():
     """The notebook's code solution cells, executed in order: {name: function}."""
-    nb = nbformat.read(NOTEBOOK, as_version=4)
-    namespace = {"torch": torch}
-    for cell in nb.cells:
-        if cell.cell_type == "code" and "solution" in cell.metadata.get("tags", []):
-            exec(cell.source, namespace)  # noqa: S102
-    return namespace
+    return notebook_cells(NOTEBOOK.name, namespace={"torch": torch})
 
 
 def test_solutions_pass(solutions):

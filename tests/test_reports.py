@@ -120,23 +120,6 @@ def test_strip_leaves_a_clean_file_byte_for_byte(tmp_path):
 
 # --- the real-browser check ---------------------------------------------------------------------
 
-@pytest.fixture(scope="module")
-def browser():
-    pytest.importorskip("playwright", reason="pip install playwright (the test extra)")
-    from playwright.sync_api import sync_playwright
-
-    from kfrtrl_lab.notebook.browser import chromium, launch
-
-    try:
-        chromium()
-    except SystemExit as e:
-        pytest.skip(str(e))
-    with sync_playwright() as p:
-        b = launch(p)
-        yield b
-        b.close()
-
-
 def page(folder: Path, name: str, body: str) -> Path:
     path = folder / f"{name}.html"
     path.write_text(f"<!DOCTYPE html><html><head><meta charset='utf-8'><title>{name}</title></head>"

@@ -253,23 +253,6 @@ def test_site_builds_with_shared_plotly_and_local_math(site):
 
 # --- the site in a real browser ----------------------------------------------------------------------
 
-@pytest.fixture(scope="module")
-def browser():
-    pytest.importorskip("playwright", reason="pip install playwright (the test extra)")
-    from playwright.sync_api import sync_playwright
-
-    from kfrtrl_lab.notebook.browser import chromium, launch
-
-    try:
-        chromium()
-    except SystemExit as e:
-        pytest.skip(str(e))
-    with sync_playwright() as p:
-        b = launch(p)
-        yield b
-        b.close()
-
-
 def test_browser_check_passes_the_site_and_moves_every_control(site, browser, tmp_path):
     from kfrtrl_lab.notebook.browser import check_page, check_search, site_interactions
 

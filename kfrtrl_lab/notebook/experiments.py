@@ -534,45 +534,64 @@ def _family_method(family: str, r: int) -> str:
     return f"{family}-{r}" if family in ("ok", "kf-avg") else family
 
 
-def ok_step_error(r: int, scaling: str = "symmetric", seed: int = 1, warmup: int = 7) -> dict:
-    """One OK-r step checked against its closed form (algorithms.md section 5a).
+def _ok_method(r: int, scaling: str) -> str:
+    return f"ok-{r}" if scaling == "symmetric" else f"ok-{r}-official"
 
-    From a state reached after ``warmup`` steps of a small RHN, every sign pattern of the step is
-    run as its own lane: their mean is E[Ĝ_t] and the mean of ‖Ĝ_t − T‖² the step's exact expected
-    error, compared with V_min (symmetric) or V_code (official) computed from the singular values
-    of the target T = Σ_i u_i ⊗ H_t A_i + x̂_t ⊗ D_t, formed densely."""
+
+def _ok_step_enumerated(r: int, scalings=("symmetric",), warm_scaling: str = "symmetric", seed: int = 1,
+                        warmup: int = 7, hidden_size: int = 4):
+    """The setting every one-step OK check shares: a small RHN warmed up ``warmup`` steps by OK-r
+    (``warm_scaling``), its target Γ_t = Σ_i u_i ⊗ H_t A_i + x̂_t ⊗ D_t formed densely, and, for each
+    of ``scalings``, the new pairs of every sign pattern of the step run as its own lane from that one
+    state. Returns (Γ_t, {scaling: the estimates Σ_i u'_i ⊗ A'_i, one per sign pattern})."""
     import itertools
 
     from ..estimators import ok as ok_module
 
-    suffix = "" if scaling == "symmetric" else "-official"
-    model = random_model("rhn", 3, 4, 3, init_std=0.5, seed=seed)
+    model = random_model("rhn", 3, hidden_size, 3, init_std=0.5, seed=seed)
     x, y = random_sequence(model, warmup + 1, seed=seed + 1)
-    warm = make_estimator(f"ok-{r}{suffix}", model, 1, seed=seed + 3)
+    warm = make_estimator(_ok_method(r, warm_scaling), model, 1, seed=seed + 3)
     for t in range(warmup):
         warm.step_lane_gradients(x[t : t + 1], y[t : t + 1])
     with torch.no_grad():
         step = model.cell.step(x[warmup : warmup + 1], warm.state)
         u, A = warm.kron_factors
-        T = (torch.einsum("ia,ij->aj", u[0], (step.H_dense()[0] @ A[0]).flatten(1))
-             + torch.outer(step.x_hat[0], step.D_dense()[0].flatten()))
+        target = (torch.einsum("ia,ij->aj", u[0], (step.H_dense()[0] @ A[0]).flatten(1))
+                  + torch.outer(step.x_hat[0], step.D_dense()[0].flatten()))
     patterns = torch.tensor(list(itertools.product((-1.0, 1.0), repeat=r + 1)), dtype=torch.float64)
-    lanes = len(patterns)
-    est = make_estimator(f"ok-{r}{suffix}", model, lanes, seed=0)
-    est.u, est.At = warm.u.expand(lanes, -1, -1).clone(), warm.At.expand(lanes, -1, -1, -1).clone()
-    est.state = warm.state.expand(lanes, -1, -1).clone()
-    draw, ok_module.rademacher = ok_module.rademacher, lambda shape, *a: patterns.clone()
-    try:
-        est.step_lane_gradients(x[warmup].expand(lanes, -1), y[warmup].expand(lanes))
-    finally:
-        ok_module.rademacher = draw
-    u_new, A_new = est.kron_factors
-    estimates = torch.einsum("lia,lij->laj", u_new, A_new.flatten(2))
-    v_min, v_code = ok_closed_forms(torch.linalg.svdvals(T), r)
-    return {"r": r, "scaling": scaling, "target_norm2": (T * T).sum().item(),
-            "mean_error": ((estimates.mean(0) - T).norm() / T.norm()).item(),
-            "measured": ((estimates - T) ** 2).sum(dim=(1, 2)).mean().item(),
+    lanes, estimates = len(patterns), {}
+    for scaling in scalings:
+        est = make_estimator(_ok_method(r, scaling), model, lanes, seed=0)
+        est.u, est.At = warm.u.expand(lanes, -1, -1).clone(), warm.At.expand(lanes, -1, -1, -1).clone()
+        est.state = warm.state.expand(lanes, -1, -1).clone()
+        # every lane gets its own sign pattern instead of a draw
+        draw, ok_module.rademacher = ok_module.rademacher, lambda shape, *a: patterns.clone()
+        try:
+            est.step_lane_gradients(x[warmup].expand(lanes, -1), y[warmup].expand(lanes))
+        finally:
+            ok_module.rademacher = draw
+        u_new, A_new = est.kron_factors
+        estimates[scaling] = torch.einsum("lia,lij->laj", u_new, A_new.flatten(2))
+    return target, estimates
+
+
+def _ok_step_row(r: int, scaling: str, target: torch.Tensor, estimates: torch.Tensor, sigma: torch.Tensor) -> dict:
+    v_min, v_code = ok_closed_forms(sigma, r)
+    return {"r": r, "scaling": scaling, "target_norm2": (target * target).sum().item(),
+            "mean_error": ((estimates.mean(0) - target).norm() / target.norm()).item(),
+            "measured": ((estimates - target) ** 2).sum(dim=(1, 2)).mean().item(),
             "closed_form": v_min if scaling == "symmetric" else v_code, "v_min": v_min, "v_code": v_code}
+
+
+def ok_step_error(r: int, scaling: str = "symmetric", seed: int = 1, warmup: int = 7) -> dict:
+    """One OK-r step checked against its closed form (algorithms.md section 5a).
+
+    From a state reached after ``warmup`` steps of a small RHN (warmed up by the same scaling),
+    every sign pattern of the step is run as its own lane: their mean is E[Ĝ_t] and the mean of
+    ‖Ĝ_t − Γ_t‖² the step's exact expected error, compared with V_min (symmetric) or V_code
+    (official) computed from the singular values of the target Γ_t, formed densely."""
+    target, estimates = _ok_step_enumerated(r, (scaling,), warm_scaling=scaling, seed=seed, warmup=warmup)
+    return _ok_step_row(r, scaling, target, estimates[scaling], torch.linalg.svdvals(target))
 
 
 def ok_closed_forms(s: torch.Tensor, r: int) -> tuple[float, float]:
@@ -1264,75 +1283,19 @@ def ok_step_both(r: int, seed: int = 1, warmup: int = 7) -> list[dict]:
     Σ_i u_i ⊗ H_t A_i + x̂_t ⊗ D_t is formed densely, and every sign pattern of the step is run as
     its own lane by each scaling from that one state. Rows as :func:`ok_step_error`, plus the
     singular values σ_i of Γ_t and the split q."""
-    import itertools
-
-    from ..estimators import ok as ok_module
-
-    model = random_model("rhn", 3, 4, 3, init_std=0.5, seed=seed)
-    x, y = random_sequence(model, warmup + 1, seed=seed + 1)
-    warm = make_estimator(f"ok-{r}", model, 1, seed=seed + 3)
-    for t in range(warmup):
-        warm.step_lane_gradients(x[t : t + 1], y[t : t + 1])
-    with torch.no_grad():
-        step = model.cell.step(x[warmup : warmup + 1], warm.state)
-        u, A = warm.kron_factors
-        target = (torch.einsum("ia,ij->aj", u[0], (step.H_dense()[0] @ A[0]).flatten(1))
-                  + torch.outer(step.x_hat[0], step.D_dense()[0].flatten()))
+    target, estimates = _ok_step_enumerated(r, ("symmetric", "official"), seed=seed, warmup=warmup)
     sigma = torch.linalg.svdvals(target)
-    v_min, v_code = ok_closed_forms(sigma, r)
     q = next(q for q in range(r) if (r - q) * sigma[q] <= sigma[q:].sum() * (1 + 1e-12))
-    patterns = torch.tensor(list(itertools.product((-1.0, 1.0), repeat=r + 1)), dtype=torch.float64)
-    lanes, rows = len(patterns), []
-    for scaling in ("symmetric", "official"):
-        est = make_estimator(f"ok-{r}" + ("" if scaling == "symmetric" else "-official"), model, lanes, seed=0)
-        est.u, est.At = warm.u.expand(lanes, -1, -1).clone(), warm.At.expand(lanes, -1, -1, -1).clone()
-        est.state = warm.state.expand(lanes, -1, -1).clone()
-        draw, ok_module.rademacher = ok_module.rademacher, lambda shape, *a: patterns.clone()
-        try:
-            est.step_lane_gradients(x[warmup].expand(lanes, -1), y[warmup].expand(lanes))
-        finally:
-            ok_module.rademacher = draw
-        u_new, A_new = est.kron_factors
-        estimates = torch.einsum("lia,lij->laj", u_new, A_new.flatten(2))
-        rows.append({"r": r, "scaling": scaling, "q": q, "sigma": sigma.tolist(),
-                     "target_norm2": (target * target).sum().item(),
-                     "mean_error": ((estimates.mean(0) - target).norm() / target.norm()).item(),
-                     "measured": ((estimates - target) ** 2).sum(dim=(1, 2)).mean().item(),
-                     "closed_form": v_min if scaling == "symmetric" else v_code, "v_min": v_min, "v_code": v_code})
-    return rows
+    return [dict(_ok_step_row(r, scaling, target, estimates[scaling], sigma), q=q, sigma=sigma.tolist())
+            for scaling in ("symmetric", "official")]
 
 
 def ok_step_target(r: int, seed: int = 1, warmup: int = 7, hidden_size: int = 4):
     """(σ of Γ_t, the exact mean squared error of the symmetric OK-r step, enumerated over its sign
     patterns) for a state warmed up ``warmup`` steps on a small RHN: what a prediction of V_min
     from the σ's must match."""
-    import itertools
-
-    from ..estimators import ok as ok_module
-
-    model = random_model("rhn", 3, hidden_size, 3, init_std=0.5, seed=seed)
-    x, y = random_sequence(model, warmup + 1, seed=seed + 1)
-    warm = make_estimator(f"ok-{r}", model, 1, seed=seed + 3)
-    for t in range(warmup):
-        warm.step_lane_gradients(x[t : t + 1], y[t : t + 1])
-    with torch.no_grad():
-        step = model.cell.step(x[warmup : warmup + 1], warm.state)
-        u, A = warm.kron_factors
-        target = (torch.einsum("ia,ij->aj", u[0], (step.H_dense()[0] @ A[0]).flatten(1))
-                  + torch.outer(step.x_hat[0], step.D_dense()[0].flatten()))
-    patterns = torch.tensor(list(itertools.product((-1.0, 1.0), repeat=r + 1)), dtype=torch.float64)
-    lanes = len(patterns)
-    est = make_estimator(f"ok-{r}", model, lanes, seed=0)
-    est.u, est.At = warm.u.expand(lanes, -1, -1).clone(), warm.At.expand(lanes, -1, -1, -1).clone()
-    est.state = warm.state.expand(lanes, -1, -1).clone()
-    draw, ok_module.rademacher = ok_module.rademacher, lambda shape, *a: patterns.clone()
-    try:
-        est.step_lane_gradients(x[warmup].expand(lanes, -1), y[warmup].expand(lanes))
-    finally:
-        ok_module.rademacher = draw
-    u_new, A_new = est.kron_factors
-    estimates = torch.einsum("lia,lij->laj", u_new, A_new.flatten(2))
-    return torch.linalg.svdvals(target), ((estimates - target) ** 2).sum(dim=(1, 2)).mean().item()
+    target, estimates = _ok_step_enumerated(r, seed=seed, warmup=warmup, hidden_size=hidden_size)
+    return torch.linalg.svdvals(target), ((estimates["symmetric"] - target) ** 2).sum(dim=(1, 2)).mean().item()
 
 
 def error_split_ci(G: torch.Tensor, exact: torch.Tensor, z: float = 1.96) -> dict:
