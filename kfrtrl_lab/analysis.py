@@ -76,8 +76,9 @@ def cosine_to_exact(samples: torch.Tensor, exact: torch.Tensor) -> torch.Tensor:
 def unbiasedness_test(samples: torch.Tensor, exact: torch.Tensor, alpha: float = 1e-3) -> dict:
     """A z-test of E ĝ = g, coordinate by coordinate, with the samples' own standard error.
 
-    A coordinate fails when |mean − g| > z·SE + 1e-9·max|g|, z the two-sided 1 − alpha/P quantile
-    (Bonferroni over the P coordinates: an unbiased estimator fails with probability < alpha).
+    A coordinate fails when |mean − g| > z·SE + 1e-9·max|g|, z the 1 − alpha/(2P) quantile (each
+    coordinate tested two-sided at level alpha/P, Bonferroni over the P coordinates: an unbiased
+    estimator fails with probability < alpha).
     Coordinates with zero sample variance must match to rounding, so shared randomness — which
     makes every sample equal — cannot pass by having no spread. Returns the number of failing
     coordinates (``violations``), P, the critical z and the largest |mean − g| / SE seen."""

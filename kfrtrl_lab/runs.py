@@ -278,6 +278,10 @@ def read_checkpoint(path: str | os.PathLike, map_location=None) -> dict:
     return state
 
 
+NO_CHECKPOINT = ("--resume: no checkpoint at {checkpoint} (the run stopped before its first checkpoint, or the "
+                 "file was removed): nothing to resume; start a new run with another --out, or empty {folder} first")
+
+
 class RunFolder:
     """The files of one run in ``path``."""
 
@@ -303,8 +307,11 @@ class RunFolder:
         """Take this folder for a new run: made, locked (``lock``, or one for this process), then
         checked empty — in that order, so two runs started into one folder cannot both pass. Nothing
         is written yet (:meth:`start` does), so a run that fails to start leaves no file behind."""
-        self.check_new()
+        if self.path.exists() and not self.path.is_dir():
+            self.check_new()  # says it is a file
         self.path.mkdir(parents=True, exist_ok=True)
+        # the lock before the emptiness check: a folder in use is refused as in use (naming its owner),
+        # not as merely "not empty"
         lock = (lock or RunLock(self.path)).acquire()
         try:
             self.check_new()
@@ -329,12 +336,12 @@ class RunFolder:
     def open(self, lock: RunLock | None = None) -> RunLock:
         """Take an existing run's folder (for ``--resume``): locked, and holding a checkpoint."""
         if not self.checkpoint.exists():
-            raise FileNotFoundError(f"--resume: no checkpoint at {self.checkpoint}")
+            raise FileNotFoundError(NO_CHECKPOINT.format(checkpoint=self.checkpoint, folder=self.path))
         return (lock or RunLock(self.path)).acquire()
 
     def load_checkpoint(self, map_location=None) -> dict:
         if not self.checkpoint.exists():
-            raise FileNotFoundError(f"--resume: no checkpoint at {self.checkpoint}")
+            raise FileNotFoundError(NO_CHECKPOINT.format(checkpoint=self.checkpoint, folder=self.path))
         return read_checkpoint(self.checkpoint, map_location)
 
     def save_checkpoint(self, state: dict) -> None:
