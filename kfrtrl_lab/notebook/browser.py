@@ -66,7 +66,8 @@ INSPECT = """async () => {
     const walker = document.createTreeWalker(root, NodeFilter.SHOW_TEXT,
       {acceptNode: n => n.parentElement.closest(skip) ? NodeFilter.FILTER_REJECT : NodeFilter.FILTER_ACCEPT});
     for (let n = walker.nextNode(); n; n = walker.nextNode()) {
-      const m = n.textContent.match(/\\$[^$\\n]+\\$/);
+      // a whole $…$, or a lone $ that a parser left behind when it split a formula
+      const m = n.textContent.match(/\\$(?:[^$\\n]+\\$)?/);
       if (m) raw.push(m[0]);
     }
   }

@@ -137,6 +137,7 @@ nb_execution_mode = "off"
 nb_ipywidgets_js = {}  # no widget manager from a CDN: a static page has no kernel for widgets
 nb_merge_streams = True
 myst_enable_extensions = ["dollarmath", "amsmath", "colon_fence", "deflist"]
+myst_dmath_double_inline = True  # the lessons write $$…$$ inside paragraphs, as Jupyter renders them
 myst_heading_anchors = 3
 highlight_language = "none"  # a fenced block without a language is shown as written (pseudo-code)
 suppress_warnings = ["mystnb.unknown_mime_type", "myst.header"]
