@@ -25,6 +25,9 @@ from ..cells import CellStep
 from ..model import RecurrentModel
 from ..random import ESTIMATOR, CounterRandom
 
+#: steps whose finiteness sums a CPU estimator keeps before it reads them (see Estimator._record_finite)
+FINITE_ROWS = 256
+
 
 class NonFiniteError(FloatingPointError):
     """A NaN or Inf appeared in a lane's state, loss or gradient (at time step ``step``, 1-based)."""
@@ -78,6 +81,12 @@ class Estimator:
         self._bad_step = torch.zeros(3, dtype=torch.long, device=self.device)
         self._bad_lanes = torch.zeros(batch_size, dtype=torch.bool, device=self.device)
         self._step_counter = torch.zeros((), dtype=torch.long, device=self.device)
+        # On the CPU a step only writes its sums into the next row of a table (:meth:`_record_finite`),
+        # and the table is read once per check or when it is full; on a GPU each step updates the
+        # record itself, on the device, so that the step stays capturable in a CUDA graph.
+        self._finite_rows = (torch.empty(FINITE_ROWS, 2 * batch_size + 1, device=self.device, dtype=self.dtype)
+                             if self.device.type == "cpu" else None)
+        self._rows_written, self._rows_from = 0, 0  # rows since the last fold; the step counter of row 0
         self._init_influence()
 
     @property
@@ -180,16 +189,56 @@ class Estimator:
     def _record_finite(self, state, losses, d_weight) -> None:
         """Remember the first step at which each of (state, loss, gradient) was non-finite, and
         the lanes whose state or loss was then. A NaN/Inf anywhere makes a sum non-finite, so one
-        reduction per quantity and step is all this costs."""
+        sum per lane (state) or per quantity (gradient) and step is all this costs.
+
+        CPU: the step's sums [Σ s_t per lane (B), ℓ_t (B), Σ dL_t/dW] go into the next row of
+        ``_finite_rows``; :meth:`_fold_finite_rows` reads the rows at a check (or when the table is
+        full) and names the first bad step from its row. GPU: the record is updated at once."""
+        if self._finite_rows is None:
+            self._record_finite_now(state, losses, d_weight)
+            return
+        if self._rows_written == FINITE_ROWS:
+            self._fold_finite_rows()
+        if self._rows_written == 0:
+            self._rows_from = int(self._step_counter)  # this step's counter (CPU memory: no synchronisation)
+        row = self._finite_rows[self._rows_written]
+        torch.cat([state.flatten(1).sum(1), losses, d_weight.sum().view(1)], out=row)
+        self._rows_written += 1
+
+    def _record_finite_now(self, state, losses, d_weight) -> None:
+        """The record updated on the device for this step (no read back: capturable)."""
         finite = torch.stack([state.sum(), losses.sum(), d_weight.sum()]).isfinite()
         first = (self._bad_step == 0) & ~finite
         self._bad_step.copy_(torch.where(first, self._step_counter, self._bad_step))
         lanes_bad = ~(state.flatten(1).isfinite().all(dim=1) & losses.isfinite())
         self._bad_lanes |= lanes_bad & first[:2].any()
 
+    def _fold_finite_rows(self) -> None:
+        """Move the rows written since the last fold into the record (``_bad_step``, ``_bad_lanes``)
+        exactly as :meth:`_record_finite_now` would have recorded those steps one by one. Row i
+        holds step ``_rows_from`` + i (the steps since the fold are consecutive). When every
+        entry is finite (the usual case) this is one reduction and one read."""
+        written, self._rows_written = self._rows_written, 0
+        if written == 0:
+            return
+        rows = self._finite_rows[:written]
+        if bool(rows.isfinite().all()):
+            return
+        B = self.batch_size
+        state_ok, loss_ok = rows[:, :B].isfinite(), rows[:, B:2 * B].isfinite()  # (k, B)
+        quantity_bad = ~torch.stack([state_ok.all(1), loss_ok.all(1), rows[:, 2 * B].isfinite()])  # (3, k)
+        for quantity in range(3):
+            if int(self._bad_step[quantity]) == 0 and bool(quantity_bad[quantity].any()):
+                row = int(quantity_bad[quantity].nonzero()[0])
+                self._bad_step[quantity] = self._rows_from + row
+                if quantity < 2:  # the lanes whose state or loss is non-finite at that step
+                    self._bad_lanes |= ~(state_ok[row] & loss_ok[row])
+
     def check_finite(self) -> None:
         """Raise :class:`NonFiniteError` naming the first step (and the lanes) where a NaN or Inf
-        appeared. One read back from the device."""
+        appeared. One read back from the device (CPU: and one pass over the rows since the last check)."""
+        if self._finite_rows is not None:
+            self._fold_finite_rows()
         bad = self._bad_step.tolist()
         if not any(bad):
             return
