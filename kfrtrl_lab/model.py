@@ -57,7 +57,8 @@ class RecurrentModel(nn.Module):
         log_probs = torch.log_softmax(self.logits(h), dim=1)
         losses = -log_probs.gather(1, targets[:, None]).squeeze(1)
         delta = log_probs.exp()
-        delta[torch.arange(len(targets), device=targets.device), targets] -= 1
+        # δ[b, target_b] −= 1 as a scatter of −1 (one kernel; an index_put would take three and an arange)
+        delta.scatter_add_(1, targets[:, None], delta.new_full((1, 1), -1.0).expand(len(targets), 1))
         delta *= lane_weights[:, None]
         dl_dh = delta @ self.readout[:n].T
         d_readout = torch.cat([h.T @ delta, delta.sum(0, keepdim=True)], dim=0)

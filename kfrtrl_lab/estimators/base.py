@@ -76,6 +76,10 @@ class Estimator:
         # the next step (the cell step scales s_{t-1} and H_t by it), so a reset costs O(B), reads no
         # mask back to the host, and leaves nothing stale in the influence estimate
         self._keep = torch.ones(batch_size, device=self.device, dtype=self.dtype)
+        # CPU: this one ones tensor is the keep of every step without a reset (never written in
+        # place: a reset rebinds ``_keep`` to a product). A GPU makes a fresh one per step, as a
+        # CUDA graph's replay copies the captured ``_keep`` back into its buffer.
+        self._all_kept = self._keep if self.device.type == "cpu" else None
         # first steps (device counter values) at which the state, loss or gradient was non-finite, and
         # the lanes whose state or loss was: checked after every eager step, at chunk ends by the trainer
         self._bad_step = torch.zeros(3, dtype=torch.long, device=self.device)
@@ -155,7 +159,7 @@ class Estimator:
         nothing is checked and nothing is read back to the host (no synchronisation), so a chunk of
         these steps can be captured and replayed. Non-finite values are recorded with their step;
         :meth:`check_finite` raises for them later."""
-        losses, d_readout, d_weight = self._core_step(x, targets, keep * self._take_keep(), per_lane=False)
+        losses, d_readout, d_weight = self._core_step(x, targets, self._combined_keep(keep), per_lane=False)
         self._accumulate(d_readout, d_weight)
         return losses
 
@@ -163,8 +167,15 @@ class Estimator:
         """Write any gradient still pending (only BPTT holds one back)."""
 
     def _take_keep(self) -> torch.Tensor:
-        keep, self._keep = self._keep, torch.ones_like(self._keep)
+        keep = self._keep
+        self._keep = torch.ones_like(keep) if self._all_kept is None else self._all_kept
         return keep
+
+    def _combined_keep(self, keep: torch.Tensor) -> torch.Tensor:
+        """``keep`` times the resets asked for by :meth:`reset` since the last step (none: ``keep``
+        itself, the product with ones skipped)."""
+        pending = self._take_keep()
+        return keep if pending is self._all_kept else keep * pending
 
     def _accumulate(self, d_readout, d_weight) -> None:
         _accumulate(self.model.readout, d_readout)
@@ -330,9 +341,10 @@ def check_inputs(model: RecurrentModel, x, targets, lanes: int | None = None) ->
         raise ValueError(f"targets must be int64 (torch.long) class indices, got {targets.dtype}")
     if targets.device != weight.device:
         raise ValueError(f"targets must be on the model's device {weight.device}, got {targets.device}")
-    if targets.min() < 0 or targets.max() >= k:
-        raise ValueError(f"targets must lie in [0, {k}) (output_size={k}), got values in "
-                         f"[{int(targets.min())}, {int(targets.max())}]")
+    low, high = torch.aminmax(targets)  # one pass for both ends
+    low, high = int(low), int(high)
+    if low < 0 or high >= k:
+        raise ValueError(f"targets must lie in [0, {k}) (output_size={k}), got values in [{low}, {high}]")
 
 
 def _accumulate(param: torch.nn.Parameter, grad: torch.Tensor) -> None:

@@ -72,8 +72,8 @@ class KFRTRL(Estimator):
         live1 = (norm_b > 0) & (norm_u > 0)
         live2 = norm_d > 0
         tiny = torch.finfo(self.dtype).tiny
-        p1 = torch.where(live1, (norm_b / norm_u.clamp_min(tiny)).sqrt(), torch.ones_like(norm_b))
-        p2 = torch.where(live2, (norm_d / norm_x).sqrt(), torch.ones_like(norm_d))
+        p1 = torch.where(live1, (norm_b / norm_u.clamp_min(tiny)).sqrt(), 1.0)
+        p2 = torch.where(live2, (norm_d / norm_x).sqrt(), 1.0)
         signs = rademacher((self.batch_size, 2), self.random, self.dtype)
         c1 = signs[:, 0] * live1
         c2 = signs[:, 1] * live2
@@ -82,7 +82,7 @@ class KFRTRL(Estimator):
         # A_t = c1 B_t / p1 + c2 D_t / p2 = σ_t (B_t + γ D_t) with σ_t = c1/p1, γ = c1 c2 p1 / p2
         # (1/c1 = c1 for a sign).
         # A dead first term (live1 false) means B_t = 0 or u = 0: then σ_t = 1 and γ = c2/p2.
-        self.A_scale = torch.where(live1, c1 / p1, torch.ones_like(p1))
+        self.A_scale = torch.where(live1, c1 / p1, 1.0)
         gamma = torch.where(live1, c1 * c2 * p1 / p2, c2 / p2)
         step.add_D(propagated, gamma)
         self.A_stored = propagated
