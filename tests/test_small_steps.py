@@ -166,3 +166,21 @@ def test_table_and_per_step_record_give_the_same_run():
     for t in range(30):
         assert torch.equal(a.step(x[t], y[t]), b.step(x[t], y[t]))
     assert torch.equal(a.cell.weight.grad, b.cell.weight.grad)
+
+
+@pytest.mark.parametrize("cell", ["tanh", "rhn", "lstm"])
+def test_a_cell_without_direct_path_has_zero_direct_partials(cell):
+    """``direct_path = False`` lets H_dense skip ∂φ/∂s_{t-1}: the generic derivatives of φ must be 0
+    there; and H_dense is the same matrix either way."""
+    torch.manual_seed(3)
+    c = kl.make_cell(cell, 3, 5).double()
+    x, state = torch.randn(4, 3, dtype=torch.float64), torch.randn(4, c.slots, 5, dtype=torch.float64)
+    step = c.step(x, state)
+    generic_direct = c.pointwise_derivatives(c.preactivation(step.x_hat), state)[2]
+    if not c.direct_path:
+        assert torch.equal(generic_direct, torch.zeros_like(generic_direct))
+    scale = torch.rand(4, dtype=torch.float64)
+    c.direct_path = True
+    with_direct = step.H_dense(scale)
+    del c.direct_path  # the class's own value again
+    torch.testing.assert_close(step.H_dense(scale), with_direct, rtol=0, atol=0)

@@ -30,6 +30,9 @@ class Cell(nn.Module):
 
     gate_blocks: int = 1  # r
     slots: int = 1  # s
+    #: False when φ reads s_{t-1} only through z_t (∂φ/∂s_{t-1} at fixed z is 0, e.g. tanh): H_t is
+    #: then D_t (W_h)ᵀ alone and :meth:`CellStep.H_dense` skips adding the zero direct partials
+    direct_path: bool = True
 
     def __init__(self, input_size: int, hidden_size: int, init_std: float | None = None):
         super().__init__()
@@ -243,11 +246,12 @@ class CellStep:
         factors (O(s·r·n)), not applied to H afterwards.
         """
         L, s, r, n = self.d.shape
-        d, direct = self.d, self.direct
+        d, direct = self.d, (self.direct if self.cell.direct_path else None)
         if self.keep is not None:
             scale = self.keep if scale is None else scale * self.keep
         if scale is not None:
-            d, direct = d * scale[:, None, None, None], direct * scale[:, None, None, None]
+            d = d * scale[:, None, None, None]
+            direct = None if direct is None else direct * scale[:, None, None, None]
         w_t = self.cell.recurrent_blocks_transposed()  # (r, n_out, n_in)
         if out is None:
             out = d.new_empty(L, s * n, s * n) if s == 1 else d.new_zeros(L, s * n, s * n)
@@ -264,7 +268,8 @@ class CellStep:
                 block.addcmul_(d[:, slot, k, :, None], w_t[k])
             if block is not target:
                 target.copy_(block)
-        H.diagonal(dim1=2, dim2=4).add_(direct)  # (L, s, s, n): the per-unit direct partials
+        if direct is not None:
+            H.diagonal(dim1=2, dim2=4).add_(direct)  # (L, s, s, n): the per-unit direct partials
         return out
 
     def H_times(self, v: torch.Tensor) -> torch.Tensor:

@@ -11,6 +11,7 @@ class TanhRNN(Cell):
     """h_t = tanh(x̂_t W) (r = 1)."""
 
     gate_blocks = 1
+    direct_path = False  # h_{t-1} acts only through z_t
 
     def phi(self, z, state_prev):
         return torch.tanh(z[..., 0:1, :])

@@ -19,6 +19,8 @@ operators) and never calls the cell's internals.
 
 from __future__ import annotations
 
+import math
+
 import torch
 
 from ..cells import CellStep
@@ -91,6 +93,7 @@ class Estimator:
         self._finite_rows = (torch.empty(FINITE_ROWS, 2 * batch_size + 1, device=self.device, dtype=self.dtype)
                              if self.device.type == "cpu" else None)
         self._rows_written, self._rows_from = 0, 0  # rows since the last fold; the step counter of row 0
+        self._bad_recorded = False  # set by the fold when it names a bad step
         self._init_influence()
 
     @property
@@ -233,8 +236,8 @@ class Estimator:
         if written == 0:
             return
         rows = self._finite_rows[:written]
-        if bool(rows.isfinite().all()):
-            return
+        if math.isfinite(rows.sum()):  # a NaN/Inf in any row makes the sum non-finite (an overflow
+            return  # of finite rows only sends them through the exact test below, which records nothing)
         B = self.batch_size
         state_ok, loss_ok = rows[:, :B].isfinite(), rows[:, B:2 * B].isfinite()  # (k, B)
         quantity_bad = ~torch.stack([state_ok.all(1), loss_ok.all(1), rows[:, 2 * B].isfinite()])  # (3, k)
@@ -242,6 +245,7 @@ class Estimator:
             if int(self._bad_step[quantity]) == 0 and bool(quantity_bad[quantity].any()):
                 row = int(quantity_bad[quantity].nonzero()[0])
                 self._bad_step[quantity] = self._rows_from + row
+                self._bad_recorded = True
                 if quantity < 2:  # the lanes whose state or loss is non-finite at that step
                     self._bad_lanes |= ~(state_ok[row] & loss_ok[row])
 
@@ -250,6 +254,8 @@ class Estimator:
         appeared. One read back from the device (CPU: and one pass over the rows since the last check)."""
         if self._finite_rows is not None:
             self._fold_finite_rows()
+            if not self._bad_recorded:  # the table's record is written by the fold alone: no read needed
+                return
         bad = self._bad_step.tolist()
         if not any(bad):
             return
