@@ -89,9 +89,10 @@ class Estimator:
         self._step_counter = torch.zeros((), dtype=torch.long, device=self.device)
         # On the CPU a step only writes its sums into the next row of a table (:meth:`_record_finite`),
         # and the table is read once per check or when it is full; on a GPU each step updates the
-        # record itself, on the device, so that the step stays capturable in a CUDA graph.
+        # record itself, on the device, so that the step stays capturable in a CUDA graph. (Laid out on
+        # torch's meta device too: the memory estimate, measure.run_memory, counts the CPU's table.)
         self._finite_rows = (torch.empty(FINITE_ROWS, 2 * batch_size + 1, device=self.device, dtype=self.dtype)
-                             if self.device.type == "cpu" else None)
+                             if self.device.type in ("cpu", "meta") else None)
         self._rows_written, self._rows_from = 0, 0  # rows since the last fold; the step counter of row 0
         self._bad_recorded = False  # set by the fold when it names a bad step
         self._init_influence()
