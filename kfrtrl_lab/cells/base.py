@@ -221,6 +221,22 @@ class CellStep:
         diagonals = A.view(L, s, n, r, n).diagonal(dim1=2, dim2=4)  # (L, s, r, n)
         diagonals.add_(self.d if coef is None else coef[:, None, None, None] * self.d)
 
+    def _D_diagonals_stacked(self, At: torch.Tensor) -> torch.Tensor:
+        """The entries of a stack of transposed matrices ``At`` (L, p, r·n, n_s) where D_tᵀ may be
+        nonzero, (L, p, r, s, n): At_i[k·n + j, σ·n + j] (a view)."""
+        L, s, r, n = self.d.shape
+        return At.view(At.shape[0], At.shape[1], r, n, s, n).diagonal(dim1=3, dim2=5)
+
+    def D_inner_stacked(self, At: torch.Tensor) -> torch.Tensor:
+        """⟨A_i, D_t⟩_F for a stack of matrices stored transposed, ``At`` (L, p, r·n, n_s): (L, p).
+        D_t has r·s·n nonzeros, so this reads only those entries of each A_i, not the whole matrix."""
+        return (self._D_diagonals_stacked(At) * self.d.permute(0, 2, 1, 3)[:, None]).sum(dim=(2, 3, 4))
+
+    def add_D_stacked(self, At: torch.Tensor, coef: torch.Tensor) -> None:
+        """A_i += coef[:, i]·D_t in place for a stack stored transposed, ``At`` (L, p, r·n, n_s), with
+        ``coef`` (L, p): written onto D_t's nonzeros only (O(p·r·s·n) per lane, no dense D)."""
+        self._D_diagonals_stacked(At).add_(coef[:, :, None, None, None] * self.d.permute(0, 2, 1, 3)[:, None])
+
     def D_transpose_times(self, g: torch.Tensor) -> torch.Tensor:
         """gᵀ D_t for g (L, n_s): (L, r·n), column k·n + j = Σ_σ g[σ·n + j] d[σ, k, j]."""
         L, s, r, n = self.d.shape
