@@ -114,6 +114,20 @@ def test_immediate_jacobian_is_kronecker_product(cell_name):
     torch.testing.assert_close(G, torch.einsum("bi,bjc->bjic", step.x_hat, D))
 
 
+def test_sparse_D_operators_on_stacks_match_the_dense_D(cell_name):
+    """D_inner_stacked and add_D_stacked (OK-r's and KF-AVG's D_t terms, taken on D_t's nonzeros)
+    equal the dense ⟨A_i, D_t⟩ and A_i + coef_i D_t for a stack of transposed A's."""
+    cell, x, state_prev = _point(cell_name)
+    step = _steps(cell, x, state_prev)
+    D = step.D_dense()  # (B, n_s, r n)
+    At = torch.randn(3, 4, cell.weight.shape[1], cell.state_size, dtype=torch.float64)
+    torch.testing.assert_close(step.D_inner_stacked(At), torch.einsum("bpcj,bjc->bp", At, D))
+    coef = torch.randn(3, 4, dtype=torch.float64)
+    expected = At + coef[:, :, None, None] * D.transpose(1, 2)[:, None]
+    step.add_D_stacked(At, coef)
+    torch.testing.assert_close(At, expected)
+
+
 def test_readout_reads_the_h_slot_only(cell_name):
     cell, x, state_prev = _point(cell_name)
     dl_dh = torch.randn(3, cell.hidden_size, dtype=torch.float64)

@@ -224,6 +224,15 @@ class CellStep:
         diagonals = A.view(L, s, n, r, n).diagonal(dim1=2, dim2=4)  # (L, s, r, n)
         diagonals.add_(self.d if coef is None else coef[:, None, None, None] * self.d)
 
+    def D_inner_stacked(self, At: torch.Tensor) -> torch.Tensor:
+        """⟨A_i, D_t⟩_F for a stack of matrices stored transposed, ``At`` (L, p, r·n, n_s): (L, p)
+        (:func:`sparse_D_inner`)."""
+        return sparse_D_inner(At, self.d)
+
+    def add_D_stacked(self, At: torch.Tensor, coef: torch.Tensor) -> None:
+        """A_i += coef[:, i]·D_t in place for a stack stored transposed (:func:`add_sparse_D`)."""
+        add_sparse_D(At, coef, self.d)
+
     def D_transpose_times(self, g: torch.Tensor) -> torch.Tensor:
         """gᵀ D_t for g (L, n_s): (L, r·n), column k·n + j = Σ_σ g[σ·n + j] d[σ, k, j]."""
         L, s, r, n = self.d.shape
@@ -309,3 +318,28 @@ class CellStep:
     def per_column(self, q: torch.Tensor) -> torch.Tensor:
         """A per-unit quantity (..., n) at each of W's columns (..., r·n) (see :meth:`Cell.per_column`)."""
         return self.cell.per_column(q)
+
+
+def D_diagonals_stacked(At: torch.Tensor, d: torch.Tensor) -> torch.Tensor:
+    """The entries of a stack of transposed matrices ``At`` (L, p, r·n, n_s) where a D with nonzeros
+    ``d`` (L, s, r, n) (as in CellStep) may be nonzero, (L, p, r, s, n): At_i[k·n + j, σ·n + j] (a view)."""
+    L, s, r, n = d.shape
+    return At.view(At.shape[0], At.shape[1], r, n, s, n).diagonal(dim1=3, dim2=5)
+
+
+def D_nonzeros_stacked(coef: torch.Tensor, d: torch.Tensor) -> torch.Tensor:
+    """coef[:, i]·D's nonzeros for every i, laid out as :func:`D_diagonals_stacked`, (L, p, r, s, n)."""
+    return coef[:, :, None, None, None] * d.permute(0, 2, 1, 3)[:, None]
+
+
+def sparse_D_inner(At: torch.Tensor, d: torch.Tensor) -> torch.Tensor:
+    """⟨A_i, D⟩_F for a stack stored transposed, ``At`` (L, p, r·n, n_s), and the D whose nonzeros are
+    ``d`` (L, s, r, n): (L, p). D has r·s·n nonzeros, so only those entries of each A_i are read."""
+    return (D_diagonals_stacked(At, d) * d.permute(0, 2, 1, 3)[:, None]).sum(dim=(2, 3, 4))
+
+
+def add_sparse_D(At: torch.Tensor, coef: torch.Tensor, d: torch.Tensor) -> None:
+    """A_i += coef[:, i]·D in place for a stack stored transposed, ``At`` (L, p, r·n, n_s), ``coef``
+    (L, p), and the D whose nonzeros are ``d`` (L, s, r, n): written onto those entries only
+    (O(p·r·s·n) per lane, no dense D)."""
+    D_diagonals_stacked(At, d).add_(D_nonzeros_stacked(coef, d))

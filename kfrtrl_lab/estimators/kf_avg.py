@@ -32,7 +32,6 @@ class KFAverage(KroneckerSum):
     def _init_influence(self):
         super()._init_influence()
         self._spare = torch.empty_like(self.At)  # B_i = H_t A_i, then the new A_i (swaps with At)
-        self._D = torch.empty_like(self.At[:, 0])  # D_tᵀ
 
     def _advance(self, step):
         L, k = self.batch_size, self.pairs
@@ -53,5 +52,5 @@ class KFAverage(KroneckerSum):
         c1, c2 = signs[..., 0] * live1, signs[..., 1] * live2
         self.u = (c1 * p1)[:, :, None] * self.u + (c2 * p2)[:, :, None] * step.x_hat[:, None, :]
         Pf.mul_((c1 / p1)[:, :, None])
-        Pf.baddbmm_((c2 / p2)[:, :, None], step.D_dense(out=self._D, transposed=True).view(L, 1, N))
+        step.add_D_stacked(P, c2 / p2)  # on D_t's nonzeros only: no dense D_t, no second pass over the A's
         self.At = P

@@ -26,11 +26,16 @@ class KroneckerSum(Estimator):
 
     def recurrent_gradient(self, dl_ds, per_lane=False):
         """(1/w) Σ_i u_iᵀ ((∂L_t/∂s_t) A_i)."""
-        L, p, c, ns = self.At.shape
-        # as a row times Aᵀ: BLAS runs this matrix-vector product twice as fast as At @ column
-        g = torch.bmm(dl_ds[:, None, :], self.At.view(L, p * c, ns).transpose(1, 2)).view(L, p, c)
+        L, p = self.u.shape[:2]
+        g = self._pair_rows(dl_ds)  # (L, p, r·n): row i is (∂L_t/∂s_t) A_i
         if self.weight != 1.0:
             g = g / self.weight
         if per_lane:
             return torch.bmm(self.u.transpose(1, 2), g)
-        return self.u.reshape(L * p, -1).T @ g.reshape(L * p, c)
+        return self.u.reshape(L * p, -1).T @ g.reshape(L * p, -1)
+
+    def _pair_rows(self, dl_ds):
+        """(∂L_t/∂s_t) A_i for every pair, (L, p, r·n)."""
+        L, p, c, ns = self.At.shape
+        # as a row times Aᵀ: BLAS runs this matrix-vector product twice as fast as At @ column
+        return torch.bmm(dl_ds[:, None, :], self.At.view(L, p * c, ns).transpose(1, 2)).view(L, p, c)

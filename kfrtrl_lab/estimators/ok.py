@@ -29,13 +29,17 @@ Per lane the influence estimate is a sum of r Kronecker pairs, Ĝ_t = Σ_i u_i �
 
 All of it is batched over lanes and pairs: the new pairs are small coefficient matrices applied
 to [u | x̂] and [M], so the only passes over the r·n_s·r_g n numbers of a lane are the propagation,
-the Gram product and the reconstruction. Storage: A_i is kept transposed, ``At`` (B, r, r_g n, n_s).
+the Gram product and the reconstruction; D_t enters both through its r_g·n_s nonzeros only.
+Storage: the A_i are kept factored, A_i = Σ_j coef_ij M_j + coef_d,i D_{t-1} (M_j = H_{t-1} A_j, transposed,
+(B, r, r_g n, n_s)), so that each step's reconstruction, product H_t A_i, Gram and gradient rows pass
+over a block of lanes while it is in the CPU's cache; ``At`` materialises them.
 """
 
 from __future__ import annotations
 
 import torch
 
+from ..cells.base import D_diagonals_stacked, D_nonzeros_stacked, add_sparse_D
 from .base import rademacher
 from .kron_sum import KroneckerSum
 from .registry import register_method
@@ -59,21 +63,89 @@ class OK(KroneckerSum):
         super().__init__(model, batch_size, **kwargs)
         self.name = self.name.replace("<r>", str(r))
 
+    #: bytes of A's and M's a block of lanes may hold so that it stays in a CPU's last-level cache
+    #: from the product H_t A_i to the Gram and the gradient rows that read it again (see _advance)
+    cache_bytes = 4 * 2**20
+
     def _init_influence(self):
-        super()._init_influence()
-        # M's columns [H A_1 … H A_r, D] (transposed), one buffer so that its Gram is one product
-        self._columns = self._zeros(self.pairs + 1, *self.At.shape[2:])
+        L, r = self.batch_size, self.pairs
+        c = self.cell
+        cols, ns = c.weight.shape[1], c.state_size
+        self.u = self._zeros(r, c.extended_size)
+        # The A's are kept factored, A_i = Σ_j coef[i, j] M_j + coef_d[i] D_{t-1} with M_j = H_{t-1} A_j
+        # of the step before, and materialised block by block just before H_t multiplies them: the
+        # reconstruction, the product, the Gram and the gradient rows then pass over a block while it
+        # is in cache, where each pass over all lanes would stream every A or M from memory again.
+        self._M = self._zeros(r, cols, ns)
+        self._coef = torch.eye(r, device=self.device, dtype=self.dtype).expand(L, r, r).clone()
+        self._coef_d = self._zeros(r)
+        self._d = self._zeros(c.slots, c.gate_blocks, c.hidden_size)  # D_{t-1}'s nonzeros (CellStep.d)
+        per_lane = 2 * r * cols * ns * self._M.element_size()
+        self._block = L if self.device.type != "cpu" else max(1, min(L, self.cache_bytes // per_lane))
+        self._A_block = torch.empty(self._block, r, cols, ns, device=self.device, dtype=self.dtype)
+        self._gram_M = self._zeros(r, r)
+        self._rows_M = self._zeros(r, cols)  # (∂L_t/∂s_t) M_j, when the cotangent is known in time
+        self._rows_for = None  # the cotangent those rows were made with
+
+    @property
+    def At(self) -> torch.Tensor:
+        """The A_i of every lane, stored transposed, (B, r, r_g n, n_s), materialised from the factors."""
+        L, r = self.batch_size, self.pairs
+        At = torch.bmm(self._coef, self._M.view(L, r, -1)).view_as(self._M)
+        add_sparse_D(At, self._coef_d, self._d)
+        return At
+
+    @At.setter
+    def At(self, value: torch.Tensor) -> None:
+        if tuple(value.shape) != tuple(self._M.shape):
+            raise ValueError(f"At must have shape {tuple(self._M.shape)}, got {tuple(value.shape)}")
+        self._M = value.to(device=self.device, dtype=self.dtype).contiguous().clone()
+        self._coef = torch.eye(self.pairs, device=self.device, dtype=self.dtype).expand_as(self._coef).clone()
+        self._coef_d = torch.zeros_like(self._coef_d)
+        self._rows_for = None
 
     def _advance(self, step):
         L, r = self.batch_size, self.pairs
-        M = self._columns
-        step.H_stacked(self.At, out=M[:, :r])  # (H A_i)ᵀ
-        step.D_dense(out=M[:, r], transposed=True)  # D_tᵀ
-        Mf = M.view(L, r + 1, -1)
+        M = self._M
+        ns = M.shape[-1]
+        H_T = step.H_dense().transpose(1, 2)  # a reset lane's H_t is 0, so its M_i = 0
+        g = step.state_cotangent
+        share_d = D_nonzeros_stacked(self._coef_d, self._d)  # coef_d[i]·D_{t-1} on its nonzeros
+        M_on_d = torch.empty_like(share_d)  # M_i's entries where D_t may be nonzero
+        for lo in range(0, L, self._block):  # blocks of lanes sized to the cache; one block on a GPU
+            hi = min(L, lo + self._block)
+            A = self._A_block[: hi - lo]
+            torch.bmm(self._coef[lo:hi], M[lo:hi].view(hi - lo, r, -1), out=A.view(hi - lo, r, -1))
+            D_diagonals_stacked(A, self._d).add_(share_d[lo:hi])
+            Mb = M[lo:hi].view(hi - lo, -1, ns)
+            torch.bmm(A.view(hi - lo, -1, ns), H_T[lo:hi], out=Mb)  # M_i = H_t A_i, (H A_i)ᵀ stored
+            Mf = M[lo:hi].view(hi - lo, r, -1)
+            torch.bmm(Mf, Mf.transpose(1, 2), out=self._gram_M[lo:hi])
+            M_on_d[lo:hi] = D_diagonals_stacked(M[lo:hi], step.d)
+            if g is not None:  # as a row times Mᵀ: BLAS runs it twice as fast as M @ column
+                torch.bmm(g[lo:hi, None, :], Mb.transpose(1, 2), out=self._rows_M[lo:hi].view(hi - lo, 1, -1))
         u = self.u * step.keep_factor[:, None, None]  # a reset lane's pairs are gone (M_i = 0 there too)
         V = torch.cat([u, step.x_hat[:, None]], dim=1).transpose(1, 2)  # (L, a, r+1)
-        self.u, coef_m = self._reduce(V, torch.bmm(Mf, Mf.transpose(1, 2)))
-        torch.bmm(coef_m, Mf, out=self.At.view(L, r, -1))
+        cross = (M_on_d * D_nonzeros_stacked(M.new_ones(L, 1), step.d)).sum(dim=(2, 3, 4))  # ⟨M_i, D_t⟩
+        self.u, coef_m = self._reduce(V, self._gram(step, cross))
+        self._coef, self._coef_d, self._d = coef_m[:, :, :r].contiguous(), coef_m[:, :, r].contiguous(), step.d
+        self._rows_for = g
+        if g is not None:
+            self._rows_D = step.D_transpose_times(g)
+
+    def _gram(self, step, cross):
+        """The Gram matrix of the columns [H A_1 … H A_r, D_t], (L, r+1, r+1), from the H A block
+        and ⟨H A_i, D_t⟩ that _advance took, and ‖D_t‖²."""
+        top = torch.cat([self._gram_M, cross[:, :, None]], dim=2)
+        bottom = torch.cat([cross, step.D_norm().square()[:, None]], dim=1)
+        return torch.cat([top, bottom[:, None, :]], dim=1)
+
+    def _pair_rows(self, dl_ds):
+        """(∂L_t/∂s_t) A_i = Σ_j coef[i, j] (∂L_t/∂s_t) M_j + coef_d[i] (∂L_t/∂s_t) D_t, from the rows
+        _advance took while each block was in cache (any other cotangent: from the materialised A's)."""
+        if dl_ds is not self._rows_for:
+            return super()._pair_rows(dl_ds)
+        return torch.bmm(self._coef, self._rows_M) + self._coef_d[:, :, None] * self._rows_D[:, None, :]
 
     def _reduce(self, V, G):
         """From V = [u_1 … u_r, x̂] (L, a, k) and the Gram G of M (L, k, k): the new u's (L, r, a)
