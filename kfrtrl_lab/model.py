@@ -1,4 +1,5 @@
-"""A Kronecker-class cell with a linear softmax readout of its h slot.
+"""A Kronecker-class cell with a linear softmax readout of its h slot (:class:`RecurrentModel`), and a
+cell alone as one layer of a stack (:class:`Layer`).
 
     y_t = softmax([h_t, 1] W_out),   L_t = cross-entropy(y_t, target_t)   (nats)
 
@@ -62,3 +63,18 @@ class RecurrentModel(nn.Module):
         dl_dh = delta @ self.readout[:n].T
         d_readout = torch.cat([h.T @ delta, delta.sum(0, keepdim=True)], dim=0)
         return losses, dl_dh, d_readout
+
+
+class Layer(nn.Module):
+    """A cell alone, with no readout: one layer of a stack (:mod:`kfrtrl_lab.stack`). An estimator built
+    on it (``kl.make_estimator(method, kl.Layer(cell), B)``) is stepped with
+    :meth:`~kfrtrl_lab.Estimator.step_with_cotangent`: ∂L_t/∂s_t comes from the blocks above."""
+
+    def __init__(self, cell: nn.Module):
+        super().__init__()
+        missing = [name for name in ("zero_state", "forward", "layer_output", "recurrent_parameters", "output_width")
+                   if not hasattr(cell, name)]
+        if not isinstance(cell, nn.Module) or missing:
+            raise ValueError(f"cell must be an nn.Module with the layer contract (zero_state, forward, layer_output, "
+                             f"recurrent_parameters, output_width); {type(cell).__name__} lacks {missing}")
+        self.cell = cell
