@@ -15,11 +15,14 @@ from .cells import CELLS, LSTM, RHN, Cell, CellStep, TanhRNN, make_cell, registe
 from .estimators import (KFRTRL, METHODS, RTRL, UORO, BPTT, Estimator, NonFiniteError, TruncatedBPTT,
                          make_estimator, register_method)
 from .model import Layer, RecurrentModel
+from .stack import (LayerwiseLearner, StackedModel, layerwise_bias, layerwise_gradient, make_stack,
+                    stack_true_gradient)
 
 __all__ = [
     "Cell", "CellStep", "TanhRNN", "RHN", "LSTM", "CELLS", "make_cell", "register_cell", "RecurrentModel", "Layer",
     "Estimator", "NonFiniteError", "BPTT", "TruncatedBPTT", "RTRL", "KFRTRL", "UORO",
     "METHODS", "make_estimator", "register_method",
+    "StackedModel", "make_stack", "LayerwiseLearner", "stack_true_gradient", "layerwise_gradient", "layerwise_bias",
     "true_gradient", "gradient_samples", "relative_error", "cosine_to_exact", "unbiasedness_test",
 ]
 __version__ = "0.2.0"

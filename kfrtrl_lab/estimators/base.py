@@ -170,18 +170,25 @@ class Estimator:
         estimate G_{t-1} -> G_t, and ADDS dL_t/dθ ≈ (∂L_t/∂s_t) G_t to the recurrent parameters'
         ``.grad``. ``check=False``: nothing is read back to the host (the fast path); non-finite
         values are recorded and :meth:`check_finite` raises for them later."""
+        d_weight = self.cotangent_lane_gradients(x, dl_ds, keep, per_lane=False, check=check)
+        _accumulate(self.cell.weight, d_weight)
+        self.gradient_ready = True
+
+    def cotangent_lane_gradients(self, x: torch.Tensor, dl_ds: torch.Tensor, keep: torch.Tensor | None = None, *,
+                                 per_lane: bool = True, check: bool = True) -> torch.Tensor:
+        """:meth:`step_with_cotangent` without touching ``.grad``: returns the estimate of dL_t/dW,
+        per lane (B, m+n+1, r·n) or summed over lanes (``per_lane=False``) — for gradient analysis."""
         self._check_cotangent_inputs(x, dl_ds, keep)
         keep = self._take_keep() if keep is None else keep * self._take_keep()
         self._begin_step()
         with torch.no_grad():
             step = self.cell.step(x, self.state, keep)
             dl_ds = dl_ds.detach().reshape(self.batch_size, -1)  # (B, n_s): slot-major, as the CellStep's rows
-            d_weight = self._propagate(step, dl_ds, per_lane=False)
+            d_weight = self._propagate(step, dl_ds, per_lane=per_lane)
             self._record_finite(step.state, dl_ds.sum(dim=1), d_weight)
         if check:
             self.check_finite()  # before .grad is touched
-        _accumulate(self.cell.weight, d_weight)
-        self.gradient_ready = True
+        return d_weight
 
     def _check_cotangent_inputs(self, x, dl_ds, keep) -> None:
         B = self.batch_size
