@@ -37,6 +37,20 @@ class RecurrentModel(nn.Module):
     def hidden_size(self) -> int:
         return self.cell.hidden_size
 
+    # -- running the model over a sequence (shared with StackedModel: evaluation, sampling) --
+    def initial_state(self, lanes: int) -> torch.Tensor:
+        """s_0 = 0 for ``lanes`` lanes."""
+        return self.cell.zero_state(lanes)
+
+    def predict(self, x: torch.Tensor, state: torch.Tensor):
+        """One step: (logits_t (B, k), s_t) from x_t (B, m) and s_{t-1}."""
+        state = self.cell(x, state)
+        return self.logits(self.cell.hidden(state)), state
+
+    def gradient_clipped_parameters(self) -> list[nn.Parameter]:
+        """The parameters whose gradient the trainer clips: the recurrent weight W."""
+        return [self.cell.weight]
+
     def logits(self, h: torch.Tensor) -> torch.Tensor:
         """[h_t, 1] W_out, shape (B, k)."""
         n = self.cell.hidden_size

@@ -146,6 +146,20 @@ class StackedModel(nn.Module):
             inputs.append(u)
         return self.readout(a), states, inputs
 
+    def initial_state(self, lanes: int) -> list[torch.Tensor]:
+        """[s^l_0 = 0] (as RecurrentModel.initial_state: evaluation and sampling run either model)."""
+        return self.zero_states(lanes)
+
+    def predict(self, x: torch.Tensor, states: Sequence[torch.Tensor]):
+        """One step: (logits_t (B, k), [s^l_t]) from x_t (B, m) and [s^l_{t-1}]."""
+        logits, states, _ = self.step(x, states)
+        return logits, states
+
+    def gradient_clipped_parameters(self) -> list[nn.Parameter]:
+        """The parameters whose gradient the trainer clips (jointly): every layer's recurrent ones,
+        as the single-layer model's W."""
+        return self.recurrent_parameters()
+
     def lane_losses(self, logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
         """Per-lane cross-entropy in nats, (B,)."""
         return F.cross_entropy(logits, targets, reduction="none")
