@@ -14,12 +14,15 @@ from .analysis import cosine_to_exact, gradient_samples, relative_error, true_gr
 from .cells import CELLS, LSTM, RHN, Cell, CellStep, TanhRNN, make_cell, register_cell
 from .estimators import (KFRTRL, METHODS, RTRL, UORO, BPTT, Estimator, NonFiniteError, TruncatedBPTT,
                          make_estimator, register_method)
-from .model import RecurrentModel
+from .model import Layer, RecurrentModel
+from .stack import (LayerwiseLearner, StackedModel, layerwise_bias, layerwise_gradient, make_stack,
+                    stack_true_gradient)
 
 __all__ = [
-    "Cell", "CellStep", "TanhRNN", "RHN", "LSTM", "CELLS", "make_cell", "register_cell", "RecurrentModel",
+    "Cell", "CellStep", "TanhRNN", "RHN", "LSTM", "CELLS", "make_cell", "register_cell", "RecurrentModel", "Layer",
     "Estimator", "NonFiniteError", "BPTT", "TruncatedBPTT", "RTRL", "KFRTRL", "UORO",
     "METHODS", "make_estimator", "register_method",
+    "StackedModel", "make_stack", "LayerwiseLearner", "stack_true_gradient", "layerwise_gradient", "layerwise_bias",
     "true_gradient", "gradient_samples", "relative_error", "cosine_to_exact", "unbiasedness_test",
 ]
 __version__ = "0.2.0"

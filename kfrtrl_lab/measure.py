@@ -49,18 +49,26 @@ def state_bytes(est) -> int:
 
 
 def run_memory(method: str, cell: str, input_size: int, output_size: int, hidden_size: int, batch_size: int,
-               task_bytes: int = 0) -> dict:
+               task_bytes: int = 0, layers: int = 1, width: int | None = None) -> dict:
     """About how many bytes a training run holds, by part: the estimator's state between steps
     (:func:`state_bytes`) counted twice, as a step builds the next state before the old one goes;
     the model's parameters four times (weights, gradients, Adam's two moments); the task's buffers.
     The model and estimator are laid out on torch's meta device: nothing is allocated, so a size
     far beyond the machine is measured in milliseconds. Full BPTT's graph of a sequence is not
-    counted (it grows with the sequence, not with the state)."""
+    counted (it grows with the sequence, not with the state). ``layers`` ≥ 2: a stack of residual
+    width ``width`` (default ``hidden_size``), one estimator per layer; the autograd pass of one step
+    is not counted (a few activations per layer, small beside an influence estimate)."""
     with torch.device("meta"):
-        model = RecurrentModel(make_cell(cell, input_size, hidden_size), output_size)
         try:
-            est = make_estimator(method, model, batch_size, seed=0)  # a seed: no draw from torch's generator
-            estimator = 2 * state_bytes(est)
+            if layers == 1:
+                model = RecurrentModel(make_cell(cell, input_size, hidden_size), output_size)
+                estimators = [make_estimator(method, model, batch_size, seed=0)]  # a seed: no draw from torch's generator
+            else:
+                from .stack import LayerwiseLearner, make_stack
+
+                model = make_stack(cell, input_size, output_size, layers, width or hidden_size, hidden_size)
+                estimators = LayerwiseLearner(model, method, batch_size, seed=0).estimators
+            estimator = 2 * sum(state_bytes(est) for est in estimators)
         except RuntimeError as e:  # a tensor whose byte count does not fit in int64
             if "overflow" not in str(e):
                 raise

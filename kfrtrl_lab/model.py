@@ -1,4 +1,5 @@
-"""A Kronecker-class cell with a linear softmax readout of its h slot.
+"""A Kronecker-class cell with a linear softmax readout of its h slot (:class:`RecurrentModel`), and a
+cell alone as one layer of a stack (:class:`Layer`).
 
     y_t = softmax([h_t, 1] W_out),   L_t = cross-entropy(y_t, target_t)   (nats)
 
@@ -36,6 +37,20 @@ class RecurrentModel(nn.Module):
     def hidden_size(self) -> int:
         return self.cell.hidden_size
 
+    # -- running the model over a sequence (shared with StackedModel: evaluation, sampling) --
+    def initial_state(self, lanes: int) -> torch.Tensor:
+        """s_0 = 0 for ``lanes`` lanes."""
+        return self.cell.zero_state(lanes)
+
+    def predict(self, x: torch.Tensor, state: torch.Tensor):
+        """One step: (logits_t (B, k), s_t) from x_t (B, m) and s_{t-1}."""
+        state = self.cell(x, state)
+        return self.logits(self.cell.hidden(state)), state
+
+    def gradient_clipped_parameters(self) -> list[nn.Parameter]:
+        """The parameters whose gradient the trainer clips: the recurrent weight W."""
+        return [self.cell.weight]
+
     def logits(self, h: torch.Tensor) -> torch.Tensor:
         """[h_t, 1] W_out, shape (B, k)."""
         n = self.cell.hidden_size
@@ -63,3 +78,18 @@ class RecurrentModel(nn.Module):
         dl_dh = delta @ self.readout[:n].T
         d_readout = torch.cat([h.T @ delta, delta.sum(0, keepdim=True)], dim=0)
         return losses, dl_dh, d_readout
+
+
+class Layer(nn.Module):
+    """A cell alone, with no readout: one layer of a stack (:mod:`kfrtrl_lab.stack`). An estimator built
+    on it (``kl.make_estimator(method, kl.Layer(cell), B)``) is stepped with
+    :meth:`~kfrtrl_lab.Estimator.step_with_cotangent`: ∂L_t/∂s_t comes from the blocks above."""
+
+    def __init__(self, cell: nn.Module):
+        super().__init__()
+        missing = [name for name in ("zero_state", "forward", "layer_output", "recurrent_parameters", "output_width")
+                   if not hasattr(cell, name)]
+        if not isinstance(cell, nn.Module) or missing:
+            raise ValueError(f"cell must be an nn.Module with the layer contract (zero_state, forward, layer_output, "
+                             f"recurrent_parameters, output_width); {type(cell).__name__} lacks {missing}")
+        self.cell = cell

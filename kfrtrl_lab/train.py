@@ -27,6 +27,7 @@ import torch
 from .cells import check_cell_name, make_cell
 from .estimators import NonFiniteError, load_plugin, make_estimator, parse_method
 from .model import RecurrentModel
+from .stack import LayerwiseLearner, StackedModel, make_stack
 from .runs import RunFolder, RunInfo, RunLock
 from .stepper import GRAPH_STEPS, Stepper
 from .tasks import TASKS, check_task_name
@@ -69,6 +70,10 @@ class RunConfig:
                        "symbols a line; about 0.03 lower BPC for the same model)", default="plain")
     plugin: str | None = _opt("a .py file that registers the method with kl.register_method (as for certify)",
                               default=None)
+    layers: int = _opt("recurrent layers L: 1 is the single-layer model; L >= 2 a stack (encoder, L blocks of "
+                       "cell -> GLU -> residual, readout) learned layer-wise online, --method in every layer",
+                       default=1)
+    width: int | None = _opt("a stack's residual width d (--layers >= 2; default: --hidden)", default=None)
 
     def __post_init__(self):
         # names first: a typo must not cost a data download
@@ -83,9 +88,15 @@ class RunConfig:
         for name in ("hidden", "batch"):
             if getattr(self, name) is None:
                 setattr(self, name, task_cls.defaults[name])
-        for name in ("hidden", "batch", "steps", "update_every", "log_every", "eval_every", "eval_batch"):
+        for name in ("hidden", "batch", "steps", "update_every", "log_every", "eval_every", "eval_batch", "layers"):
             _positive_int(name, getattr(self, name))
-        for name in ("threads", "reset_every"):
+        if self.layers == 1 and self.width is not None:
+            raise ValueError(f"--width is the residual width of a stack (--layers >= 2); the single-layer model "
+                             f"has none (got --width {self.width} with --layers 1)")
+        if self.layers > 1 and (method_cls.flushes_at_sequence_end or self.method.startswith("tbptt")):
+            raise ValueError(f"--layers {self.layers} learns the stack layer-wise online, which needs an influence "
+                             f"estimate in every layer; --method {self.method} backpropagates through time")
+        for name in ("threads", "reset_every", "width"):
             if getattr(self, name) is not None:
                 _positive_int(name, getattr(self, name))
         if not isinstance(self.seed, int) or isinstance(self.seed, bool) or not 0 <= self.seed < 2**63:
@@ -175,7 +186,8 @@ def estimate_memory(config: RunConfig) -> dict:
 
     task_cls = TASKS[config.task]
     return run_memory(config.method, config.cell, task_cls.input_size, task_cls.output_size, config.hidden,
-                      config.batch, task_bytes=task_cls.buffer_bytes(config))
+                      config.batch, task_bytes=task_cls.buffer_bytes(config), layers=config.layers,
+                      width=config.width)
 
 
 def available_memory(device: str) -> int | None:
@@ -226,12 +238,20 @@ def build(config: RunConfig):
     # CPU: fused (one kernel for all of Adam's arithmetic: the step of a small model is op-bound)
     gpu = device.type == "cuda"
     opt = torch.optim.Adam(model.parameters(), lr=config.lr, betas=(0.9, 0.999), capturable=gpu, fused=not gpu)
-    est = make_estimator(config.method, model, config.batch, seed=config.seed)
+    if config.layers == 1:
+        est = make_estimator(config.method, model, config.batch, seed=config.seed)
+    else:
+        est = LayerwiseLearner(model, config.method, config.batch, seed=config.seed)
     return model, opt, est, task
 
 
-def build_model(config: RunConfig, input_size: int, output_size: int) -> RecurrentModel:
-    return RecurrentModel(make_cell(config.cell, input_size, config.hidden), output_size)
+def build_model(config: RunConfig, input_size: int, output_size: int) -> RecurrentModel | StackedModel:
+    """The single-layer model (``layers`` 1), or a stack of ``layers`` cells of ``hidden`` units at
+    residual width ``width`` (default ``hidden``)."""
+    if config.layers == 1:
+        return RecurrentModel(make_cell(config.cell, input_size, config.hidden), output_size)
+    width = config.hidden if config.width is None else config.width
+    return make_stack(config.cell, input_size, output_size, config.layers, width, config.hidden)
 
 
 @dataclass
@@ -594,7 +614,10 @@ def load_model(checkpoint: str | os.PathLike, device: str = "cpu"):
     state = read_checkpoint(checkpoint, map_location=device)
     config = RunConfig(**{**state["config"], "device": device})
     weights = state["model"]
-    m, k = weights["cell.weight"].shape[0] - config.hidden - 1, weights["readout"].shape[1]
+    if config.layers == 1:
+        m, k = weights["cell.weight"].shape[0] - config.hidden - 1, weights["readout"].shape[1]
+    else:
+        k, m = weights["readout.weight"].shape[0], weights["encoder.weight"].shape[1]
     model = build_model(config, m, k).to(device)
     model.load_state_dict(weights)
     return model, config, state["step"]

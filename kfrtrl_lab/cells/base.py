@@ -89,6 +89,21 @@ class Cell(nn.Module):
         """h_t, the slot that x̂ and the readout read: (L, s, n) -> (L, n)."""
         return state[:, 0]
 
+    # -- the layer contract (a cell inside a stack of layers, kfrtrl_lab/stack.py) ---------
+    @property
+    def output_width(self) -> int:
+        """Width of :meth:`layer_output`: n (the block above reads h_t)."""
+        return self.hidden_size
+
+    def layer_output(self, x: torch.Tensor, state: torch.Tensor) -> torch.Tensor:
+        """y_t, what the block above reads: h_t (L, n), differentiable. ``x`` is unused (a Kronecker
+        cell has no skip term; the LRU's y_t = Re(C h_t) + D ⊙ x_t has)."""
+        return self.hidden(state)
+
+    def recurrent_parameters(self) -> list[nn.Parameter]:
+        """The parameters that need an influence estimate: [W]. A Kronecker cell has no other."""
+        return [self.weight]
+
     def state_cotangent(self, dl_dh: torch.Tensor) -> torch.Tensor:
         """∂L/∂s_t = [∂L/∂h_t, 0] flattened to (L, n_s): only h reaches the readout."""
         if self.slots == 1:

@@ -10,6 +10,10 @@ method — so any ``torch.optim`` optimiser can step after every time step or ev
 ``optimizer.zero_grad()`` after each step as usual). Truncated BPTT only has a gradient at the end
 of its window; ``gradient_ready`` tells whether the last step wrote one.
 
+An estimator also serves one layer of a stack (:mod:`kfrtrl_lab.stack`): built on ``kl.Layer(cell)``
+(a module with a ``.cell`` and no readout), :meth:`Estimator.step_with_cotangent` takes ∂L_t/∂s_t from
+the stack's one-step backward pass instead of a readout and adds the layer's recurrent gradient.
+
 A method is one file: subclass :class:`Estimator`, set ``name`` (``"ok-<r>"`` for a family with an
 integer parameter), ``stochastic`` and ``lane_state``, write ``_init_influence``, ``_advance`` and
 ``recurrent_gradient``, and decorate the class with :func:`kfrtrl_lab.register_method`. An online
@@ -22,6 +26,7 @@ from __future__ import annotations
 import math
 
 import torch
+from torch import nn
 
 from ..cells import CellStep
 from ..model import RecurrentModel
@@ -54,18 +59,21 @@ class Estimator:
     #: True when a step issues no host synchronisation, so a GPU can capture it in a CUDA graph
     capturable: bool = True
 
-    def __init__(self, model: RecurrentModel, batch_size: int, *, reduction: str = "mean", seed: int | None = None):
-        if not isinstance(model, RecurrentModel):
-            raise ValueError(f"model must be a kfrtrl_lab.RecurrentModel, got {type(model).__name__}")
+    def __init__(self, model: nn.Module, batch_size: int, *, reduction: str = "mean", seed: int | None = None):
+        if not isinstance(model, nn.Module) or not isinstance(getattr(model, "cell", None), nn.Module):
+            raise ValueError(f"model must be a kfrtrl_lab.RecurrentModel or a module with a .cell (kl.Layer(cell)), "
+                             f"got {type(model).__name__}")
         if not isinstance(batch_size, int) or isinstance(batch_size, bool) or batch_size < 1:
             raise ValueError(f"batch_size must be a positive int, got {batch_size!r}")
         if reduction not in ("mean", "sum"):
             raise ValueError(f"reduction must be 'mean' or 'sum', got {reduction!r}")
         self.model = model
         self.cell = model.cell
+        # only a RecurrentModel has the readout that step() reads; a stack's layer has none
+        self.has_readout = isinstance(model, RecurrentModel)
         self.batch_size = batch_size
         self.reduction = reduction
-        weight = self.cell.weight
+        weight = self.cell.recurrent_parameters()[0]
         self.device, self.dtype = weight.device, weight.dtype
         self.random = CounterRandom(seed, self.device, ESTIMATOR)  # the method's random signs
         self.steps = 0  # time steps taken since construction, used to name a failing step
@@ -136,7 +144,7 @@ class Estimator:
         by the next step."""
         keep = (~self._lane_mask(lanes)).to(self.dtype)
         self._keep = self._keep * keep
-        self.state = self.state * keep[:, None, None]
+        self.state = self.state * _per_lane(keep, self.state)
 
     def step(self, x: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
         """Advance one time step; add this step's gradient to ``.grad``.
@@ -167,6 +175,52 @@ class Estimator:
         self._accumulate(d_readout, d_weight)
         return losses
 
+    def step_with_cotangent(self, x: torch.Tensor, dl_ds: torch.Tensor, keep: torch.Tensor | None = None, *,
+                            check: bool = True) -> None:
+        """One step of a layer inside a stack: :meth:`step` with ∂L_t/∂s_t given instead of a readout.
+
+        ``x`` (B, m) the layer's input x^l_t; ``dl_ds`` = ∂L_t/∂s_t, the shape of :attr:`state` (from
+        the stack's backward pass through the blocks above at step t); ``keep`` (B,) optional, 0 for
+        a lane that restarts from s = 0 at this step (as a :meth:`reset` before it). Advances every
+        lane s_{t-1} -> s_t (the same s_t as ``cell.forward(x, state)``), updates the influence
+        estimate G_{t-1} -> G_t, and ADDS dL_t/dθ ≈ (∂L_t/∂s_t) G_t to the recurrent parameters'
+        ``.grad``. ``check=False``: nothing is read back to the host (the fast path); non-finite
+        values are recorded and :meth:`check_finite` raises for them later."""
+        d_weight = self.cotangent_lane_gradients(x, dl_ds, keep, per_lane=False, check=check)
+        _accumulate(self.cell.weight, d_weight)
+        self.gradient_ready = True
+
+    def cotangent_lane_gradients(self, x: torch.Tensor, dl_ds: torch.Tensor, keep: torch.Tensor | None = None, *,
+                                 per_lane: bool = True, check: bool = True) -> torch.Tensor:
+        """:meth:`step_with_cotangent` without touching ``.grad``: returns the estimate of dL_t/dW,
+        per lane (B, m+n+1, r·n) or summed over lanes (``per_lane=False``) — for gradient analysis."""
+        self._check_cotangent_inputs(x, dl_ds, keep)
+        keep = self._take_keep() if keep is None else keep * self._take_keep()
+        self._begin_step()
+        with torch.no_grad():
+            step = self.cell.step(x, self.state, keep)
+            dl_ds = dl_ds.detach().reshape(self.batch_size, -1)  # (B, n_s): slot-major, as the CellStep's rows
+            d_weight = self._propagate(step, dl_ds, per_lane=per_lane)
+            self._record_finite(step.state, dl_ds.sum(dim=1), d_weight)
+        if check:
+            self.check_finite()  # before .grad is touched
+        return d_weight
+
+    def _check_cotangent_inputs(self, x, dl_ds, keep) -> None:
+        B = self.batch_size
+        if not isinstance(x, torch.Tensor) or x.dim() != 2 or x.shape[0] != B:
+            got = tuple(x.shape) if isinstance(x, torch.Tensor) else type(x).__name__
+            raise ValueError(f"x must be a tensor of shape (batch={B}, input width), got {got}")
+        if x.dtype != self.dtype or x.device != self.device:
+            raise ValueError(f"x must have the layer's dtype {self.dtype} and device {self.device}, got {x.dtype} "
+                             f"on {x.device}")
+        if not isinstance(dl_ds, torch.Tensor) or dl_ds.shape != self.state.shape:
+            got = tuple(dl_ds.shape) if isinstance(dl_ds, torch.Tensor) else type(dl_ds).__name__
+            raise ValueError(f"dl_ds (∂L_t/∂s_t) must have the state's shape {tuple(self.state.shape)}, got {got}")
+        if keep is not None and (not isinstance(keep, torch.Tensor) or keep.shape != (B,)):
+            got = tuple(keep.shape) if isinstance(keep, torch.Tensor) else type(keep).__name__
+            raise ValueError(f"keep must be None or a tensor of shape ({B},) (0: the lane restarts), got {got}")
+
     def flush(self) -> None:
         """Write any gradient still pending (only BPTT holds one back)."""
 
@@ -186,20 +240,29 @@ class Estimator:
         _accumulate(self.cell.weight, d_weight)
         self.gradient_ready = True
 
-    def _core_step(self, x, targets, keep, per_lane):
+    def _begin_step(self) -> None:
         self.gradient_ready = False
         self.steps += 1
         self._step_counter.add_(1)
+
+    def _core_step(self, x, targets, keep, per_lane):
+        self._begin_step()
         with torch.no_grad():
             step = self.cell.step(x, self.state, keep)
             # the readout needs only s_t: its gradient is known before the influence update
             losses, dl_dh, d_readout = self.model.readout_step(step.h, targets, self._lane_weights)
-            step.state_cotangent = dl_ds = self.cell.state_cotangent(dl_dh)
-            self._advance(step)
-            self.state = step.state
-            d_weight = self.recurrent_gradient(dl_ds, per_lane=per_lane)
+            d_weight = self._propagate(step, self.cell.state_cotangent(dl_dh), per_lane)
             self._record_finite(step.state, losses, d_weight)
         return losses, d_readout, d_weight
+
+    def _propagate(self, step: CellStep, dl_ds: torch.Tensor, per_lane: bool) -> torch.Tensor:
+        """G_{t-1} -> G_t from the cell step, s_t kept, and dL_t/dW ≈ (∂L_t/∂s_t) G_t returned —
+        the part of a step shared by :meth:`step` (∂L_t/∂s_t from the readout) and
+        :meth:`step_with_cotangent` (∂L_t/∂s_t from the blocks above)."""
+        step.state_cotangent = dl_ds
+        self._advance(step)
+        self.state = step.state
+        return self.recurrent_gradient(dl_ds, per_lane=per_lane)
 
     def _record_finite(self, state, losses, d_weight) -> None:
         """Remember the first step at which each of (state, loss, gradient) was non-finite, and
@@ -209,6 +272,7 @@ class Estimator:
         CPU: the step's sums [Σ s_t per lane (B), ℓ_t (B), Σ dL_t/dW] go into the next row of
         ``_finite_rows``; :meth:`_fold_finite_rows` reads the rows at a check (or when the table is
         full) and names the first bad step from its row. GPU: the record is updated at once."""
+        state = torch.view_as_real(state) if state.is_complex() else state  # a complex state (the LRU's)
         if self._finite_rows is None:
             self._record_finite_now(state, losses, d_weight)
             return
@@ -313,6 +377,9 @@ class Estimator:
         return mask
 
     def _check_step_inputs(self, x, targets) -> None:
+        if not self.has_readout:
+            raise ValueError(f"{self.name}: this estimator serves a layer with no readout "
+                             f"({type(self.model).__name__}); step it with step_with_cotangent(x, dl_ds)")
         check_inputs(self.model, x, targets, lanes=self.batch_size)
 
     def __repr__(self) -> str:
@@ -352,6 +419,11 @@ def check_inputs(model: RecurrentModel, x, targets, lanes: int | None = None) ->
     low, high = int(low), int(high)
     if low < 0 or high >= k:
         raise ValueError(f"targets must lie in [0, {k}) (output_size={k}), got values in [{low}, {high}]")
+
+
+def _per_lane(keep: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
+    """A per-lane factor (B,) shaped to multiply a per-lane tensor ``like`` (B, ...)."""
+    return keep.view(-1, *([1] * (like.dim() - 1)))
 
 
 def _accumulate(param: torch.nn.Parameter, grad: torch.Tensor) -> None:

@@ -78,6 +78,11 @@ class BPTT(Estimator):
                                f"or save when gradient_ready is True")
         return super().state_dict()
 
+    def step_with_cotangent(self, x, dl_ds, keep=None, *, check=True):
+        raise ValueError(f"{self.name} backpropagates over the sequence and keeps no influence estimate, so it "
+                         f"cannot serve one layer of a layer-wise online stack; a stack's BPTT gradient is "
+                         f"kl.stack_true_gradient")
+
     def step_lane_gradients(self, x, targets):
         raise NotImplementedError(
             f"{self.name} computes one gradient for all lanes by backprop; use kl.gradient_samples, "

@@ -12,6 +12,7 @@ import math
 from pathlib import Path
 
 import torch
+import torch.nn.functional as F
 
 from .base import EvaluationStopped, Task
 from .ptb_data import PTB_FILES, TOKEN_LAYOUTS, Vocabulary, load_ptb
@@ -141,7 +142,8 @@ class PTBStream:
 @torch.no_grad()
 def evaluate_bpc(model, ids: torch.Tensor, batch_size: int = 32, device: torch.device | str | None = None,
                  stop=None) -> float:
-    """Bits per character of ``model`` (a :class:`~kfrtrl_lab.RecurrentModel`) on ``ids``.
+    """Bits per character of ``model`` (a :class:`~kfrtrl_lab.RecurrentModel` or
+    :class:`~kfrtrl_lab.StackedModel`) on ``ids``.
 
     The text is split into ``batch_size`` contiguous streams (:func:`stream_batches`), each run
     from h = 0 with its state carried to the end (no resets). BPC = mean cross-entropy over all
@@ -149,7 +151,7 @@ def evaluate_bpc(model, ids: torch.Tensor, batch_size: int = 32, device: torch.d
     the model's; the model itself is not moved. ``stop``: a callable polled every
     ``STOP_POLL`` steps; when it returns True the pass ends with :class:`EvaluationStopped`.
     """
-    weight = model.cell.weight
+    weight = next(model.parameters())
     device = weight.device if device is None else torch.device(device)
     data = stream_batches(ids, batch_size).to(device)
     n_lanes, length = data.shape
@@ -159,15 +161,14 @@ def evaluate_bpc(model, ids: torch.Tensor, batch_size: int = 32, device: torch.d
         raise ValueError(f"token id {int(data.max())} does not fit the model "
                          f"(input_size {model.input_size}, output_size {model.output_size})")
     one_hot = torch.eye(model.input_size, dtype=weight.dtype, device=device)
-    cell = model.cell
-    state = cell.zero_state(n_lanes)
+    state = model.initial_state(n_lanes)
     # Summed in float64: a float32 running sum over ~10^5 steps would lose digits.
     total = torch.zeros((), dtype=torch.float64, device=device)
     for t in range(length - 1):
         if stop is not None and t % STOP_POLL == 0 and stop():
             raise EvaluationStopped(f"evaluation stopped at step {t} of {length - 1}")
-        state = cell(one_hot[data[:, t]], state)
-        total += model.lane_losses(cell.hidden(state), data[:, t + 1]).sum(dtype=torch.float64)
+        logits, state = model.predict(one_hot[data[:, t]], state)
+        total += F.cross_entropy(logits, data[:, t + 1], reduction="none").sum(dtype=torch.float64)
     return total.item() / (n_lanes * (length - 1)) / math.log(2)
 
 
@@ -176,18 +177,17 @@ def generate_text(model, vocab: Vocabulary, length: int = 300, prime: str = "the
                   seed: int = 0) -> str:
     """Sample ``length`` characters from ``model`` after feeding it ``prime`` (PTB's spelling:
     "_" between words); returns the readable text (prime included)."""
-    weight = model.cell.weight
+    weight = next(model.parameters())
     g = torch.Generator(device=weight.device).manual_seed(seed)
     one_hot = torch.eye(model.input_size, dtype=weight.dtype, device=weight.device)
-    cell = model.cell
-    state = cell.zero_state(1)
+    state = model.initial_state(1)
     ids = vocab.encode(list(prime)).tolist()
     out = list(ids)
     for i in range(len(ids) + length - 1):
         token = ids[i] if i < len(ids) else out[-1]
-        state = cell(one_hot[token][None], state)
+        logits, state = model.predict(one_hot[token][None], state)
         if i >= len(ids) - 1:
-            probs = torch.softmax(model.logits(cell.hidden(state))[0] / temperature, dim=0)
+            probs = torch.softmax(logits[0] / temperature, dim=0)
             out.append(int(torch.multinomial(probs, 1, generator=g)))
     return vocab.decode(out)
 
