@@ -86,6 +86,20 @@ class Cell(nn.Module):
         """h_t, the slot that x̂ and the readout read: (L, s, n) -> (L, n)."""
         return state[:, 0]
 
+    # -- the layer contract (what a readout or a block above reads; shared with the LRU) ----
+    @property
+    def output_width(self) -> int:
+        """Width of :meth:`layer_output`: n (the readout reads h_t)."""
+        return self.hidden_size
+
+    def layer_output(self, x: torch.Tensor, state: torch.Tensor) -> torch.Tensor:
+        """What the readout (or the block above) reads: h_t (L, n); ``x`` is not read."""
+        return self.hidden(state)
+
+    def recurrent_parameters(self) -> list[nn.Parameter]:
+        """The parameters whose gradient needs an influence estimate: [W]."""
+        return [self.weight]
+
     def state_cotangent(self, dl_dh: torch.Tensor) -> torch.Tensor:
         """∂L/∂s_t = [∂L/∂h_t, 0] flattened to (L, n_s): only h reaches the readout."""
         if self.slots == 1:

@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import torch
 
-from ..cells import CellStep
+from ..cells import LRU, Cell, CellStep, is_diagonal
 from ..model import RecurrentModel
 from ..random import ESTIMATOR, CounterRandom
 
@@ -48,19 +48,27 @@ class Estimator:
     flushes_at_sequence_end: bool = False
     #: True when a step issues no host synchronisation, so a GPU can capture it in a CUDA graph
     capturable: bool = True
+    #: True when the method's name also works for a diagonal cell (the LRU): the Kronecker-factored
+    #: methods need x̂ ⊗ D_t and refuse it with a ValueError naming the ones that work
+    supports_diagonal: bool = False
 
     def __init__(self, model: RecurrentModel, batch_size: int, *, reduction: str = "mean", seed: int | None = None):
-        if not isinstance(model, RecurrentModel):
-            raise ValueError(f"model must be a kfrtrl_lab.RecurrentModel, got {type(model).__name__}")
+        if not (isinstance(model, RecurrentModel) or isinstance(getattr(model, "cell", None), (Cell, LRU))):
+            raise ValueError(f"model must be a kfrtrl_lab.RecurrentModel or a module holding a cell as .cell "
+                             f"(a layer of a stack), got {type(model).__name__}")
         if not isinstance(batch_size, int) or isinstance(batch_size, bool) or batch_size < 1:
             raise ValueError(f"batch_size must be a positive int, got {batch_size!r}")
         if reduction not in ("mean", "sum"):
             raise ValueError(f"reduction must be 'mean' or 'sum', got {reduction!r}")
         self.model = model
         self.cell = model.cell
+        if is_diagonal(self.cell) and not self.supports_diagonal:
+            raise ValueError(f"method {self.name!r} needs a Kronecker-class cell (rhn, tanh, lstm): it works on "
+                             f"x̂_t ⊗ D_t, which the LRU does not have; with the LRU use "
+                             f"{', '.join(diagonal_methods())}")
         self.batch_size = batch_size
         self.reduction = reduction
-        weight = self.cell.weight
+        weight = self.cell.recurrent_parameters()[0]
         self.device, self.dtype = weight.device, weight.dtype
         self.random = CounterRandom(seed, self.device, ESTIMATOR)  # the method's random signs
         self.steps = 0  # time steps taken since construction, used to name a failing step
@@ -119,7 +127,7 @@ class Estimator:
         by the next step."""
         keep = (~self._lane_mask(lanes)).to(self.dtype)
         self._keep = self._keep * keep
-        self.state = self.state * keep[:, None, None]
+        self.state = scale_lanes(self.state, keep)
 
     def step(self, x: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
         """Advance one time step; add this step's gradient to ``.grad``.
@@ -181,6 +189,8 @@ class Estimator:
         """Remember the first step at which each of (state, loss, gradient) was non-finite, and
         the lanes whose state or loss was then. A NaN/Inf anywhere makes a sum non-finite, so one
         reduction per quantity and step is all this costs."""
+        if state.is_complex():  # (the LRU's) a complex NaN/Inf shows in its real view's sum
+            state = torch.view_as_real(state)
         finite = torch.stack([state.sum(), losses.sum(), d_weight.sum()]).isfinite()
         first = (self._bad_step == 0) & ~finite
         self._bad_step.copy_(torch.where(first, self._step_counter, self._bad_step))
@@ -221,8 +231,8 @@ class Estimator:
         self.steps = state["steps"]
         self.random.load_state_dict(state["random"])
         self._keep = state["keep"].to(device=self.device, dtype=self.dtype).clone()
-        for k, v in state["tensors"].items():
-            setattr(self, k, v.to(device=self.device, dtype=self.dtype).clone())
+        for k, v in state["tensors"].items():  # each keeps its own dtype (the LRU's state is complex)
+            setattr(self, k, v.to(device=self.device, dtype=getattr(self, k).dtype).clone())
 
     # -- validation ------------------------------------------------------------------------
     def _lane_mask(self, lanes) -> torch.Tensor:
@@ -258,7 +268,7 @@ def check_inputs(model: RecurrentModel, x, targets, lanes: int | None = None) ->
     if not isinstance(model, RecurrentModel):
         raise ValueError(f"model must be a kfrtrl_lab.RecurrentModel, got {type(model).__name__}")
     m, k = model.input_size, model.output_size
-    weight = model.cell.weight
+    weight = model.cell.recurrent_parameters()[0]
     if lanes is None:  # a sequence: rows are time steps
         rows, what, size = "T", "inputs", None
     else:
@@ -284,6 +294,18 @@ def check_inputs(model: RecurrentModel, x, targets, lanes: int | None = None) ->
     if targets.min() < 0 or targets.max() >= k:
         raise ValueError(f"targets must lie in [0, {k}) (output_size={k}), got values in "
                          f"[{int(targets.min())}, {int(targets.max())}]")
+
+
+def scale_lanes(state: torch.Tensor, keep: torch.Tensor) -> torch.Tensor:
+    """``state`` (B, ...) with lane b multiplied by keep[b] (B,), for a state of any rank."""
+    return state * keep.view(-1, *([1] * (state.dim() - 1)))
+
+
+def diagonal_methods() -> list[str]:
+    """The registered method names that work with a diagonal cell (the LRU)."""
+    from .registry import METHODS
+
+    return [name for name, cls in METHODS.items() if cls.supports_diagonal]
 
 
 def _accumulate(param: torch.nn.Parameter, grad: torch.Tensor) -> None:
