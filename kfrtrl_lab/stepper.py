@@ -30,9 +30,10 @@ class Stepper:
 
     def __init__(self, config, model, opt, est, task, progress, eager: bool = False):
         self.config, self.model, self.opt, self.est, self.task, self.p = config, model, opt, est, task, progress
-        self.weight = model.cell.weight
+        # the gradient that --clip bounds: the cell's recurrent parameters (W; the LRU's ν, θ, γ_log, B)
+        self.recurrent = model.cell.recurrent_parameters()
         self.eager = eager or est.flushes_at_sequence_end
-        device = model.cell.weight.device
+        device = est.device
         self.graphs = not self.eager and device.type == "cuda" and est.capturable
         self._graph, self._captured = None, None
 
@@ -43,14 +44,14 @@ class Stepper:
     # -- one step ---------------------------------------------------------------------------
     def _update(self) -> None:
         if self.config.clip is not None:
-            torch.nn.utils.clip_grad_norm_([self.weight], self.config.clip)
+            torch.nn.utils.clip_grad_norm_(self.recurrent, self.config.clip)
         self.opt.step()
         self.opt.zero_grad(set_to_none=False)
         self.p.since_update = 0
 
     def _fast_step(self) -> None:
         x, y, starts = self.task.next()
-        losses = self.est.fast_step(x, y, (~starts).to(self.weight.dtype))
+        losses = self.est.fast_step(x, y, (~starts).to(self.est.dtype))
         self.p.loss_sum += self.task.observe(losses)
         self._count()
 

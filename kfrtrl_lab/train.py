@@ -24,8 +24,9 @@ from pathlib import Path
 
 import torch
 
-from .cells import check_cell_name, make_cell
+from .cells import CELLS, check_cell_name, make_cell
 from .estimators import NonFiniteError, load_plugin, make_estimator, parse_method
+from .estimators.base import diagonal_methods
 from .model import RecurrentModel
 from .runs import RunFolder, RunInfo, RunLock
 from .stepper import GRAPH_STEPS, Stepper
@@ -43,13 +44,14 @@ class RunConfig:
 
     task: str = _opt("the task: copy, ptb")
     method: str = _opt("gradient estimator (python -m kfrtrl_lab methods lists them)", default="kf-rtrl")
-    cell: str = _opt("recurrent cell: rhn, tanh, lstm", default="rhn")
+    cell: str = _opt("recurrent cell: rhn, tanh, lstm, lru (the LRU: methods rtrl, bptt, tbptt-<k>)", default="rhn")
     hidden: int | None = _opt("hidden units n (default: the task's, 128 copy, 256 ptb)", default=None)
     batch: int | None = _opt("lanes B (default: the task's, 16 copy, 32 ptb)", default=None)
     lr: float = _opt("Adam learning rate", default=10**-3.5)
     steps: int = _opt("total time steps (also the target of --resume)", default=100_000)
     update_every: int = _opt("an Adam step every N time steps", default=1)
-    clip: float | None = _opt("clip the recurrent weight's gradient to this norm ('none': no clipping)", default=1.0)
+    clip: float | None = _opt("clip the recurrent weight's gradient (the LRU's: ν, θ, γ_log, B together) to this norm "
+                              "('none': no clipping)", default=1.0)
     seed: int = _opt("fixes the whole run: weights, data, random signs", default=0)
     device: str = _opt("cpu, cuda, cuda:1, ...", default="cpu")
     threads: int | None = _opt("torch CPU threads (default: torch's choice)", default=None)
@@ -78,6 +80,9 @@ class RunConfig:
             self.plugin = str(Path(self.plugin).expanduser().resolve())
             load_plugin(self.plugin)
         method_cls = parse_method(self.method)[0]
+        if getattr(CELLS[self.cell], "diagonal", False) and not method_cls.supports_diagonal:
+            raise ValueError(f"--method {self.method} needs a Kronecker-class cell (rhn, tanh, lstm); with --cell "
+                             f"{self.cell} use {', '.join(diagonal_methods())}")
         task_cls = TASKS[self.task]
         _check_task_options(self, task_cls)
         for name in ("hidden", "batch"):
@@ -594,7 +599,9 @@ def load_model(checkpoint: str | os.PathLike, device: str = "cpu"):
     state = read_checkpoint(checkpoint, map_location=device)
     config = RunConfig(**{**state["config"], "device": device})
     weights = state["model"]
-    m, k = weights["cell.weight"].shape[0] - config.hidden - 1, weights["readout"].shape[1]
+    # the input size: W has m + n + 1 rows; the LRU's B_re is (N, m)
+    m = weights["cell.B_re"].shape[1] if "cell.B_re" in weights else weights["cell.weight"].shape[0] - config.hidden - 1
+    k = weights["readout"].shape[1]
     model = build_model(config, m, k).to(device)
     model.load_state_dict(weights)
     return model, config, state["step"]

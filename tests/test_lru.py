@@ -249,3 +249,36 @@ def test_step_with_cotangent_checks_its_inputs():
         est.step_with_cotangent(x, torch.zeros(2, 5, dtype=torch.float64))
     with pytest.raises(ValueError, match=r"x must be a tensor of shape \(2, 3\)"):
         est.step_with_cotangent(x[:, :2], torch.zeros(2, 5, dtype=torch.complex128))
+
+
+# -- training ------------------------------------------------------------------------------------
+def _run(tmp_path, name, stop_after=None, resume=False, **kw):
+    from kfrtrl_lab.train import RunConfig, train
+
+    base = dict(task="copy", cell="lru", method="rtrl", hidden=8, batch=4, steps=120, lr=1e-2, log_every=20, seed=5)
+    train(RunConfig(**{**base, **kw}), tmp_path / name, progress=False, stop_after=stop_after, resume=resume)
+    state = torch.load(tmp_path / name / "checkpoint.pt", weights_only=False)
+    rows = [{k: v for k, v in r.items() if k not in ("steps_per_s", "wall_s")}
+            for r in map(__import__("json").loads, (tmp_path / name / "metrics.jsonl").read_text().splitlines())]
+    return state, rows
+
+
+@pytest.mark.parametrize("method", ["rtrl", "bptt", "tbptt-4"])
+def test_training_the_lru_fast_eager_and_resumed_are_one_run(tmp_path, method):
+    fast, rows = _run(tmp_path, "fast", method=method)
+    eager, rows_eager = _run(tmp_path, "eager", method=method, eager=True)
+    _run(tmp_path, "split", method=method, stop_after=50)
+    split, rows_split = _run(tmp_path, "split", method=method, resume=True)
+    for k in fast["model"]:
+        assert torch.equal(fast["model"][k], eager["model"][k]) and torch.equal(fast["model"][k], split["model"][k]), k
+    assert rows == rows_eager == rows_split
+    assert fast["estimator"]["tensors"]["state"].is_complex()
+    model, _, step = __import__("kfrtrl_lab.train", fromlist=["load_model"]).load_model(tmp_path / "fast")
+    assert isinstance(model.cell, kl.LRU) and step == 120
+
+
+def test_a_kronecker_method_with_the_lru_is_refused_before_the_run(tmp_path):
+    from kfrtrl_lab.train import RunConfig
+
+    with pytest.raises(ValueError, match="--method kf-rtrl needs a Kronecker-class cell.*rtrl"):
+        RunConfig(task="copy", cell="lru", method="kf-rtrl")
