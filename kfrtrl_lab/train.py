@@ -42,7 +42,7 @@ def _opt(help: str, **kw):
 class RunConfig:
     """A run's settings; the command line is built from these fields (defaults and help in one place)."""
 
-    task: str = _opt("the task: copy, ptb")
+    task: str = _opt("the task: copy, copy-pad, ptb")
     method: str = _opt("gradient estimator (python -m kfrtrl_lab methods lists them)", default="kf-rtrl")
     cell: str = _opt("recurrent cell: rhn, tanh, lstm, lru (the LRU: methods rtrl, bptt, tbptt-<k>)", default="rhn")
     hidden: int | None = _opt("hidden units n (default: the task's, 128 copy, 256 ptb)", default=None)
@@ -69,6 +69,10 @@ class RunConfig:
                               "the text is a multiple of --reset-every)", default="contiguous")
     tokens: str = _opt("ptb: 'plain' (one <eos> per line) or 'official' (the OK code's '_ <eos> _', 2 more "
                        "symbols a line; about 0.03 lower BPC for the same model)", default="plain")
+    pattern_length: int = _opt("copy-pad: symbols in a pattern (P)", default=20)
+    pattern_bits: int = _opt("copy-pad: bits of a symbol (2^bits classes)", default=7)
+    pad_length: int = _opt("copy-pad: blank steps between the pattern and the stop token (the official code's "
+                           "effective 7, not the 5 it passes)", default=7)
     plugin: str | None = _opt("a .py file that registers the method with kl.register_method (as for certify)",
                               default=None)
 
@@ -179,7 +183,7 @@ def estimate_memory(config: RunConfig) -> dict:
     from .measure import run_memory
 
     task_cls = TASKS[config.task]
-    return run_memory(config.method, config.cell, task_cls.input_size, task_cls.output_size, config.hidden,
+    return run_memory(config.method, config.cell, *task_cls.config_sizes(config), config.hidden,
                       config.batch, task_bytes=task_cls.buffer_bytes(config))
 
 

@@ -282,3 +282,47 @@ def test_a_kronecker_method_with_the_lru_is_refused_before_the_run(tmp_path):
 
     with pytest.raises(ValueError, match="--method kf-rtrl needs a Kronecker-class cell.*rtrl"):
         RunConfig(task="copy", cell="lru", method="kf-rtrl")
+
+
+# -- the LRU paper's copy task (copy-pad) ------------------------------------------------------------
+def test_padded_copy_sequences_follow_the_official_layout():
+    from kfrtrl_lab.tasks import PaddedCopyTask
+
+    task = PaddedCopyTask(batch_size=3, seed=1)  # the defaults: P = 20, 7 bits, pad 7
+    assert task.sequence_length == 48 and (task.input_size, task.output_size) == (8, 129)
+    P, pad, S = 20, 7, 48
+    xs, ys, starts = zip(*(task.next() for _ in range(2 * S)))
+    xs, ys, starts = torch.stack(xs), torch.stack(ys), torch.stack(starts)  # (2S, B, ·)
+    assert starts[:, 0].nonzero().flatten().tolist() == [0, S] and starts.all(dim=1).equal(starts.any(dim=1))
+    for k in range(2):
+        x, y = xs[k * S : (k + 1) * S], ys[k * S : (k + 1) * S]
+        symbols = (x[:P, :, :7] * 2 ** torch.arange(7)).sum(-1).long()  # (P, B) read from the bit channels
+        assert (x[:P, :, 7] == 0).all() and (x[P:, :, :7] == 0).all()  # bits only while reading
+        assert (x[:, :, 7].nonzero()[:, 0] == P + pad).all() and int(x[:, :, 7].sum()) == 3  # one stop token a lane
+        assert (y[: P + pad + 1] == 128).all()  # blank until the recall
+        assert torch.equal(y[P + pad + 1 :], symbols)  # recalled in order, S - P = 28 steps after being read
+    assert not torch.equal(ys[S - P : S], ys[2 * S - P :])  # a new pattern each sequence
+    assert not torch.equal(ys[S - P : S, 0], ys[S - P : S, 1])  # and each lane its own
+
+
+def test_padded_copy_options_and_recall_metric():
+    from kfrtrl_lab.tasks import PaddedCopyTask
+
+    task = PaddedCopyTask(batch_size=2, pattern_length=3, pattern_bits=2, pad_length=0)
+    assert task.sequence_length == 7 and (task.input_size, task.output_size) == (3, 5)
+    for t in range(7):
+        task.next()
+        task.observe(torch.full((2,), float(t)) * math.log(2))  # a loss of t bits at step t
+    assert task.metrics()["recall_bits"] == pytest.approx((4 + 5 + 6) / 3)  # steps 4, 5, 6 recall
+    with pytest.raises(ValueError, match="pattern_bits must be at most 16"):
+        PaddedCopyTask(batch_size=2, pattern_bits=17)
+    with pytest.raises(ValueError, match="pad_length must be an int >= 0"):
+        PaddedCopyTask(batch_size=2, pad_length=-1)
+
+
+@pytest.mark.parametrize("method", ["rtrl", "bptt"])
+def test_the_lru_trains_on_copy_pad(tmp_path, method):
+    state, rows = _run(tmp_path, "pad", task="copy-pad", method=method, pattern_length=3, pattern_bits=2,
+                       pad_length=1, steps=240, log_every=40, lr=3e-2)
+    assert state["model"]["readout"].shape == (4, 5)  # [y_t, 1]: H = bits + 1 = 3, plus the bias; 2^2 + 1 classes
+    assert rows[-1]["loss_bits"] < 0.8 * rows[0]["loss_bits"] and rows[-1]["recall_bits"] is not None
