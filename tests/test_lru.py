@@ -326,3 +326,10 @@ def test_the_lru_trains_on_copy_pad(tmp_path, method):
                        pad_length=1, steps=240, log_every=40, lr=3e-2)
     assert state["model"]["readout"].shape == (4, 5)  # [y_t, 1]: H = bits + 1 = 3, plus the bias; 2^2 + 1 classes
     assert rows[-1]["loss_bits"] < 0.8 * rows[0]["loss_bits"] and rows[-1]["recall_bits"] is not None
+
+
+def test_certify_says_why_it_does_not_cover_the_lru(tmp_path):
+    from kfrtrl_lab.notebook.certificate import certify
+
+    with pytest.raises(ValueError, match="Kronecker-class cells.*tests/test_lru.py.*step_cost.py"):
+        certify("rtrl", tmp_path, cell="lru")
