@@ -333,3 +333,22 @@ def test_certify_says_why_it_does_not_cover_the_lru(tmp_path):
 
     with pytest.raises(ValueError, match="Kronecker-class cells.*tests/test_lru.py.*step_cost.py"):
         certify("rtrl", tmp_path, cell="lru")
+
+
+def test_ptb_scoring_and_sampling_read_the_lru_output():
+    from kfrtrl_lab.tasks.ptb import evaluate_bpc, generate_text
+    from kfrtrl_lab.tasks.ptb_data import Vocabulary
+
+    model = make_lru_model(H=6, N=8, k=6)
+    ids = torch.randint(0, 6, (200,), generator=torch.Generator().manual_seed(0))
+    bpc = evaluate_bpc(model, ids, batch_size=4)
+    assert 0 < bpc < 2 * math.log2(6)
+    # against the sum of the per-step losses of the same streams, computed here
+    streams = ids[: 200 // 4 * 4].view(4, -1)
+    h, total = model.cell.zero_state(4), 0.0
+    for t in range(streams.shape[1] - 1):
+        x = torch.eye(6, dtype=torch.float64)[streams[:, t]]
+        h = model.cell(x, h)
+        total += model.lane_losses(model.cell.layer_output(x, h), streams[:, t + 1]).sum().item()
+    assert bpc == pytest.approx(total / (4 * (streams.shape[1] - 1)) / math.log(2), rel=1e-9)
+    assert generate_text(model, Vocabulary(list("abcde_")), length=5, prime="ab")[:2] == "ab"

@@ -149,7 +149,7 @@ def evaluate_bpc(model, ids: torch.Tensor, batch_size: int = 32, device: torch.d
     the model's; the model itself is not moved. ``stop``: a callable polled every
     ``STOP_POLL`` steps; when it returns True the pass ends with :class:`EvaluationStopped`.
     """
-    weight = model.cell.weight
+    weight = model.cell.recurrent_parameters()[0]
     device = weight.device if device is None else torch.device(device)
     data = stream_batches(ids, batch_size).to(device)
     n_lanes, length = data.shape
@@ -166,8 +166,9 @@ def evaluate_bpc(model, ids: torch.Tensor, batch_size: int = 32, device: torch.d
     for t in range(length - 1):
         if stop is not None and t % STOP_POLL == 0 and stop():
             raise EvaluationStopped(f"evaluation stopped at step {t} of {length - 1}")
-        state = cell(one_hot[data[:, t]], state)
-        total += model.lane_losses(cell.hidden(state), data[:, t + 1]).sum(dtype=torch.float64)
+        x = one_hot[data[:, t]]
+        state = cell(x, state)
+        total += model.lane_losses(cell.layer_output(x, state), data[:, t + 1]).sum(dtype=torch.float64)
     return total.item() / (n_lanes * (length - 1)) / math.log(2)
 
 
@@ -176,7 +177,7 @@ def generate_text(model, vocab: Vocabulary, length: int = 300, prime: str = "the
                   seed: int = 0) -> str:
     """Sample ``length`` characters from ``model`` after feeding it ``prime`` (PTB's spelling:
     "_" between words); returns the readable text (prime included)."""
-    weight = model.cell.weight
+    weight = model.cell.recurrent_parameters()[0]
     g = torch.Generator(device=weight.device).manual_seed(seed)
     one_hot = torch.eye(model.input_size, dtype=weight.dtype, device=weight.device)
     cell = model.cell
@@ -185,9 +186,10 @@ def generate_text(model, vocab: Vocabulary, length: int = 300, prime: str = "the
     out = list(ids)
     for i in range(len(ids) + length - 1):
         token = ids[i] if i < len(ids) else out[-1]
-        state = cell(one_hot[token][None], state)
+        x = one_hot[token][None]
+        state = cell(x, state)
         if i >= len(ids) - 1:
-            probs = torch.softmax(model.logits(cell.hidden(state))[0] / temperature, dim=0)
+            probs = torch.softmax(model.logits(cell.layer_output(x, state))[0] / temperature, dim=0)
             out.append(int(torch.multinomial(probs, 1, generator=g)))
     return vocab.decode(out)
 
