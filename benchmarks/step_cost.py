@@ -23,11 +23,17 @@ torch.cuda.is_available(), on the GPU:
 RTRL (O(n⁴) time, O(n³·B) memory) runs only where affordable: n <= 64 on CPU; on GPU
 when twice its influence tensor fits in a quarter of the device memory. Skips are printed.
 
+The LRU (section (d)): exact RTRL by its traces (``rtrl`` on ``--cell lru``) and tbptt-1 for N
+complex units of width H = 50, B = 32: the traces' cost is O(N·H) per lane and step, so the fitted
+slope of time against N is about 1 (where the fixed per-step overhead of a small step does not
+dominate), against 4 for the dense RTRL of a Kronecker cell.
+
 Run from the repository root:
 
     PYTHONPATH=. python benchmarks/step_cost.py --quick            # n = 32, 64; about a minute
     PYTHONPATH=. python benchmarks/step_cost.py --threads 2 --json step_cost.json
     PYTHONPATH=. python benchmarks/step_cost.py --sizes 64 128 --device cuda
+    PYTHONPATH=. python benchmarks/step_cost.py --lru-only --device cpu --threads 1   # the LRU section alone
 """
 
 from __future__ import annotations
@@ -70,7 +76,10 @@ def parse_args():
                    help="'all' (default): cpu, and cuda when available")
     p.add_argument("--threads", type=int, default=2, help="torch.set_num_threads (default 2)")
     p.add_argument("--json", metavar="PATH", help="also write the numbers as JSON")
+    p.add_argument("--lru-sizes", type=int, nargs="+", help="LRU units N (default 64 128 256 512 1024)")
+    p.add_argument("--lru-only", action="store_true", help="only section (d), the LRU")
     args = p.parse_args()
+    args.lru_sizes = args.lru_sizes or ([64, 256] if args.quick else [64, 128, 256, 512, 1024])
     args.sizes = args.sizes or ([32, 64] if args.quick else [32, 64, 128, 256])
     args.warmup, args.repeats = (1, 3) if args.quick else (2, 7)
     return args
@@ -136,9 +145,37 @@ def bench_bare_product(n, device, args):
 
 # -- one device ---------------------------------------------------------------------------
 
+LRU_METHODS = ("rtrl", "tbptt-1")
+
+
+def run_lru(device, args):
+    """(d): ms/step and state of the LRU's exact RTRL (traces) and of tbptt-1 against N; slopes."""
+    print(f"(d) LRU on {device}: N complex units, H = {M}, B = {B}, float32")
+    rows = []
+    for N in args.lru_sizes:
+        for method in LRU_METHODS:
+            r = step_cost(method, N, batch_size=B, vocab=K, cell="lru", device=device, block=BLOCK,
+                          warmup=args.warmup, repeats=args.repeats)
+            rows.append({"method": method, "N": N, "ms": r["ms_per_step"], "ms_min": r["ms_min"],
+                         "cores_busy": r["cores_busy"], "state_bytes": r["state_MB"] * MB})
+            print(f"  measured {method:>8} N={N:<5} {r['ms_per_step']:9.3f} ms/step (fastest block {r['ms_min']:.3f})"
+                  f"  state {r['state_MB']:8.2f} MB  cores busy {r['cores_busy']:.2f}", flush=True)
+    slopes = {}
+    for method in LRU_METHODS:
+        mine = [r for r in rows if r["method"] == method]
+        slopes[method] = {"time": loglog_slope([r["N"] for r in mine], [r["ms"] for r in mine]),
+                          "state": loglog_slope([r["N"] for r in mine], [r["state_bytes"] for r in mine])}
+        print(f"  log-log slope against N, {method:>8}: time {slopes[method]['time']:.2f}, "
+              f"state {slopes[method]['state']:.2f}   (N = {', '.join(map(str, args.lru_sizes))})")
+    print()
+    return {"results": rows, "slopes": slopes}
+
+
 def run_device(device, args):
     print(f"=== device: {device}" + (f" ({torch.cuda.get_device_name()})" if device == "cuda" else
                                      f" ({torch.get_num_threads()} threads)"))
+    if args.lru_only:
+        return {"device": device, "lru": run_lru(device, args)}
     results, skipped, bare = {}, {}, {}
     for n in args.sizes:
         bare[n] = bench_bare_product(n, device, args)
@@ -155,7 +192,8 @@ def run_device(device, args):
                   f"  peak {r['peak_bytes'] / MB:8.2f} MB{busy}", flush=True)
     print()
     report_device(device, args, results, skipped, bare)
-    return {"device": device, "bare_bmm": {str(n): v for n, v in bare.items()},
+    lru = run_lru(device, args)
+    return {"device": device, "lru": lru, "bare_bmm": {str(n): v for n, v in bare.items()},
             "results": [{"method": m, "n": n, **v} for (m, n), v in results.items()],
             "skipped": [{"method": m, "n": n, "reason": v} for (m, n), v in skipped.items()],
             "checks": checks(args, results, bare)}

@@ -11,16 +11,16 @@ and ``measure.py`` (gradients and costs), ``notebook/`` (what the notebooks comp
 """
 
 from .analysis import cosine_to_exact, gradient_samples, relative_error, true_gradient, unbiasedness_test
-from .cells import CELLS, LSTM, RHN, Cell, CellStep, TanhRNN, make_cell, register_cell
-from .estimators import (KFRTRL, METHODS, RTRL, UORO, BPTT, Estimator, NonFiniteError, TruncatedBPTT,
+from .cells import CELLS, LRU, LSTM, RHN, Cell, CellStep, TanhRNN, make_cell, register_cell
+from .estimators import (KFRTRL, LRURTRL, METHODS, RTRL, UORO, BPTT, Estimator, NonFiniteError, TruncatedBPTT,
                          make_estimator, register_method)
 from .model import Layer, RecurrentModel
 from .stack import (LayerwiseLearner, StackedModel, layerwise_bias, layerwise_gradient, make_stack,
                     stack_true_gradient)
 
 __all__ = [
-    "Cell", "CellStep", "TanhRNN", "RHN", "LSTM", "CELLS", "make_cell", "register_cell", "RecurrentModel", "Layer",
-    "Estimator", "NonFiniteError", "BPTT", "TruncatedBPTT", "RTRL", "KFRTRL", "UORO",
+    "Cell", "CellStep", "TanhRNN", "RHN", "LSTM", "LRU", "CELLS", "make_cell", "register_cell", "RecurrentModel",
+    "Layer", "Estimator", "NonFiniteError", "BPTT", "TruncatedBPTT", "RTRL", "LRURTRL", "KFRTRL", "UORO",
     "METHODS", "make_estimator", "register_method",
     "StackedModel", "make_stack", "LayerwiseLearner", "stack_true_gradient", "layerwise_gradient", "layerwise_bias",
     "true_gradient", "gradient_samples", "relative_error", "cosine_to_exact", "unbiasedness_test",

@@ -1,8 +1,10 @@
 """Gradient analysis on one sequence: the exact gradient and samples of the estimators.
 
 The loss is L = Σ_{t=1..T} cross-entropy(y_t, target_t) (nats) from h_0 = 0, and
-every gradient is with respect to the cell's weight W, flattened to (P,),
-P = (m+n+1)·r·n.
+every gradient is with respect to the cell's recurrent parameters (``cell.recurrent_parameters()``),
+flattened and concatenated to (P,): the weight W of a Kronecker-class cell, P = (m+n+1)·r·n; the
+LRU's ν, θ, γ_log, B_re, B_im, P = 3N + 2NH (its C, D and the readout are immediate, and exact in
+every method).
 """
 
 from __future__ import annotations
@@ -17,22 +19,31 @@ from .model import RecurrentModel
 
 
 def true_gradient(model: RecurrentModel, inputs: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
-    """dL/dW by plain BPTT through the whole sequence, (P,). Leaves ``.grad`` untouched."""
+    """dL/dθ (the recurrent parameters) by plain BPTT through the whole sequence, (P,). Leaves
+    ``.grad`` untouched."""
     check_inputs(model, inputs, targets)
     cell = model.cell
     state = cell.zero_state(1)
     with torch.enable_grad():
         loss = 0.0
         for t in range(inputs.shape[0]):
-            state = cell(inputs[t : t + 1], state)
-            loss = loss + model.lane_losses(cell.hidden(state), targets[t : t + 1]).sum()
-        (grad,) = torch.autograd.grad(loss, cell.weight)
-    return grad.reshape(-1)
+            x = inputs[t : t + 1]
+            state = cell(x, state)
+            loss = loss + model.lane_losses(cell.layer_output(x, state), targets[t : t + 1]).sum()
+        grads = torch.autograd.grad(loss, cell.recurrent_parameters())
+    return torch.cat([g.reshape(-1) for g in grads])
+
+
+def recurrent_grad(cell) -> torch.Tensor:
+    """The ``.grad`` of the cell's recurrent parameters, flattened and concatenated (P,) (zeros where
+    none was written)."""
+    return torch.cat([(p.grad if p.grad is not None else torch.zeros_like(p)).reshape(-1)
+                      for p in cell.recurrent_parameters()])
 
 
 def gradient_samples(model: RecurrentModel, inputs: torch.Tensor, targets: torch.Tensor, method: str,
                      samples: int, seed: int = 0) -> torch.Tensor:
-    """(S, P) estimates of dL/dW by ``method``.
+    """(S, P) estimates of dL/dθ (the recurrent parameters) by ``method``.
 
     A stochastic method runs the S samples as S lanes of one batched run, each lane
     with its own random signs, so the rows are independent draws. A deterministic
@@ -49,12 +60,10 @@ def gradient_samples(model: RecurrentModel, inputs: torch.Tensor, targets: torch
         for t in range(T):
             est.step(inputs[t : t + 1], targets[t : t + 1])
         est.flush()
-        grad = private.cell.weight.grad
-        if grad is None:
-            grad = torch.zeros_like(private.cell.weight)
-        return grad.reshape(1, -1).expand(samples, -1).clone()
+        return recurrent_grad(private.cell).reshape(1, -1).expand(samples, -1).clone()
     est = make_estimator(method, model, samples, reduction="sum", seed=seed)
-    total = torch.zeros(samples, model.cell.weight.numel(), dtype=inputs.dtype, device=inputs.device)
+    P = sum(p.numel() for p in model.cell.recurrent_parameters())
+    total = torch.zeros(samples, P, dtype=inputs.dtype, device=inputs.device)
     for t in range(T):
         _, lane_grads = est.step_lane_gradients(inputs[t].expand(samples, -1), targets[t].expand(samples))
         total += lane_grads.reshape(samples, -1)

@@ -24,8 +24,9 @@ from pathlib import Path
 
 import torch
 
-from .cells import check_cell_name, make_cell
+from .cells import CELLS, check_cell_name, make_cell
 from .estimators import NonFiniteError, load_plugin, make_estimator, parse_method
+from .estimators.base import diagonal_methods
 from .model import RecurrentModel
 from .stack import LayerwiseLearner, StackedModel, make_stack
 from .runs import RunFolder, RunInfo, RunLock
@@ -42,15 +43,16 @@ def _opt(help: str, **kw):
 class RunConfig:
     """A run's settings; the command line is built from these fields (defaults and help in one place)."""
 
-    task: str = _opt("the task: copy, ptb")
+    task: str = _opt("the task: copy, copy-pad, ptb")
     method: str = _opt("gradient estimator (python -m kfrtrl_lab methods lists them)", default="kf-rtrl")
-    cell: str = _opt("recurrent cell: rhn, tanh, lstm", default="rhn")
+    cell: str = _opt("recurrent cell: rhn, tanh, lstm, lru (the LRU: methods rtrl, bptt, tbptt-<k>)", default="rhn")
     hidden: int | None = _opt("hidden units n (default: the task's, 128 copy, 256 ptb)", default=None)
     batch: int | None = _opt("lanes B (default: the task's, 16 copy, 32 ptb)", default=None)
     lr: float = _opt("Adam learning rate", default=10**-3.5)
     steps: int = _opt("total time steps (also the target of --resume)", default=100_000)
     update_every: int = _opt("an Adam step every N time steps", default=1)
-    clip: float | None = _opt("clip the recurrent weight's gradient to this norm ('none': no clipping)", default=1.0)
+    clip: float | None = _opt("clip the recurrent weight's gradient (the LRU's: ν, θ, γ_log, B together) to this norm "
+                              "('none': no clipping)", default=1.0)
     seed: int = _opt("fixes the whole run: weights, data, random signs", default=0)
     device: str = _opt("cpu, cuda, cuda:1, ...", default="cpu")
     threads: int | None = _opt("torch CPU threads (default: torch's choice)", default=None)
@@ -68,6 +70,10 @@ class RunConfig:
                               "the text is a multiple of --reset-every)", default="contiguous")
     tokens: str = _opt("ptb: 'plain' (one <eos> per line) or 'official' (the OK code's '_ <eos> _', 2 more "
                        "symbols a line; about 0.03 lower BPC for the same model)", default="plain")
+    pattern_length: int = _opt("copy-pad: symbols in a pattern (P)", default=20)
+    pattern_bits: int = _opt("copy-pad: bits of a symbol (2^bits classes)", default=7)
+    pad_length: int = _opt("copy-pad: blank steps between the pattern and the stop token (the official code's "
+                           "effective 7, not the 5 it passes)", default=7)
     plugin: str | None = _opt("a .py file that registers the method with kl.register_method (as for certify)",
                               default=None)
     layers: int = _opt("recurrent layers L: 1 is the single-layer model; L >= 2 a stack (encoder, L blocks of "
@@ -83,6 +89,9 @@ class RunConfig:
             self.plugin = str(Path(self.plugin).expanduser().resolve())
             load_plugin(self.plugin)
         method_cls = parse_method(self.method)[0]
+        if getattr(CELLS[self.cell], "diagonal", False) and not method_cls.supports_diagonal:
+            raise ValueError(f"--method {self.method} needs a Kronecker-class cell (rhn, tanh, lstm); with --cell "
+                             f"{self.cell} use {', '.join(diagonal_methods())}")
         task_cls = TASKS[self.task]
         _check_task_options(self, task_cls)
         for name in ("hidden", "batch"):
@@ -185,7 +194,7 @@ def estimate_memory(config: RunConfig) -> dict:
     from .measure import run_memory
 
     task_cls = TASKS[config.task]
-    return run_memory(config.method, config.cell, task_cls.input_size, task_cls.output_size, config.hidden,
+    return run_memory(config.method, config.cell, *task_cls.config_sizes(config), config.hidden,
                       config.batch, task_bytes=task_cls.buffer_bytes(config), layers=config.layers,
                       width=config.width)
 
@@ -615,7 +624,9 @@ def load_model(checkpoint: str | os.PathLike, device: str = "cpu"):
     config = RunConfig(**{**state["config"], "device": device})
     weights = state["model"]
     if config.layers == 1:
-        m, k = weights["cell.weight"].shape[0] - config.hidden - 1, weights["readout"].shape[1]
+        # the input size: W has m + n + 1 rows; the LRU's B_re is (N, m)
+        m = weights["cell.B_re"].shape[1] if "cell.B_re" in weights else weights["cell.weight"].shape[0] - config.hidden - 1
+        k = weights["readout"].shape[1]
     else:
         k, m = weights["readout.weight"].shape[0], weights["encoder.weight"].shape[1]
     model = build_model(config, m, k).to(device)

@@ -348,3 +348,37 @@ def test_train_stack_on_ptb_evaluates(tmp_path):
     rows = [json.loads(x) for x in (tmp_path / "metrics.jsonl").read_text().splitlines()]
     assert 4 < rows[-1]["valid_bpc"] < 7  # barely trained: near log2(50) = 5.64
     assert len(json.loads((tmp_path / "summary.json").read_text())["sample_text"]["text"]) > 100
+
+
+# -- LRU layers (the layer contract's other side: exact RTRL by traces in each layer) ---------------
+def test_lru_stack_one_layer_is_bptt_and_deeper_ones_are_biased():
+    """A stack of LRU layers learned online with `rtrl` (each layer's traces): L = 1 gives BPTT's
+    gradient through the stack for every parameter from layer 1 up (ν, θ, γ_log, B, C, D, mixer,
+    readout), L = 2 does not for layer 1's recurrent parameters (the path through layer 2's recurrence
+    is dropped) while layer 2's stay exact."""
+    x, y = sequence(5, 5, 12, seed=3)
+    one = stack("lru", layers=1, seed=3)
+    exact, online = kl.stack_true_gradient(one, x, y), kl.layerwise_gradient(one, x, y, "rtrl")
+    names = parameter_groups(one)["layer 1 and up"]
+    assert {"cells.0.nu", "cells.0.B_im", "cells.0.C_re", "cells.0.D"} <= set(names)
+    for name in names:
+        torch.testing.assert_close(online[name], exact[name], rtol=0, atol=1e-10, msg=name)
+    two = stack("lru", layers=2, seed=3)
+    bias = kl.layerwise_bias(two, x, y, "rtrl")
+    assert bias["recurrent 1"] > 1e-10 and bias["recurrent 2"] < 1e-20, bias
+
+
+def test_train_lru_stack_resumes_bit_for_bit(tmp_path):
+    """--cell lru --layers 2 --method rtrl: the run resumed from its checkpoint is the uninterrupted
+    one, bit for bit (each LRU layer's traces are in the checkpoint)."""
+    from kfrtrl_lab.train import train
+
+    config = stack_config(cell="lru", method="rtrl")
+    train(config, tmp_path / "full", progress=False)
+    train(config, tmp_path / "split", progress=False, stop_after=30)
+    train(config, tmp_path / "split", resume=True, progress=False)
+    a = torch.load(tmp_path / "full" / "checkpoint.pt", weights_only=False)
+    b = torch.load(tmp_path / "split" / "checkpoint.pt", weights_only=False)
+    assert any(k.startswith("cells.1.nu") for k in a["model"])
+    for k in a["model"]:
+        assert torch.equal(a["model"][k], b["model"][k]), k

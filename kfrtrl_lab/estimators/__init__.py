@@ -10,6 +10,7 @@ from .registry import METHODS, is_stochastic, load_plugin, make_estimator, parse
 # the built-in methods, in the order they are listed (importing registers them)
 from .bptt import BPTT, TruncatedBPTT  # noqa: E402  isort: skip
 from .rtrl import RTRL  # noqa: E402  isort: skip
+from .lru_rtrl import LRURTRL  # noqa: E402  isort: skip
 from .kf_rtrl import KFRTRL  # noqa: E402  isort: skip
 from .uoro import UORO  # noqa: E402  isort: skip
 from .ok import OK, OKOfficial  # noqa: E402  isort: skip
@@ -17,4 +18,4 @@ from .kf_avg import KFAverage  # noqa: E402  isort: skip
 from .snap import SnAp1  # noqa: E402  isort: skip
 
 __all__ = ["Estimator", "NonFiniteError", "check_inputs", "METHODS", "is_stochastic", "make_estimator",
-           "parse_method", "register_method", "load_plugin", "BPTT", "TruncatedBPTT", "RTRL", "KFRTRL", "UORO", "OK", "OKOfficial", "KFAverage", "SnAp1"]
+           "parse_method", "register_method", "load_plugin", "BPTT", "TruncatedBPTT", "RTRL", "LRURTRL", "KFRTRL", "UORO", "OK", "OKOfficial", "KFAverage", "SnAp1"]

@@ -28,7 +28,7 @@ import math
 import torch
 from torch import nn
 
-from ..cells import CellStep
+from ..cells import LRU, Cell, CellStep, is_diagonal
 from ..model import RecurrentModel
 from ..random import ESTIMATOR, CounterRandom
 
@@ -58,6 +58,9 @@ class Estimator:
     flushes_at_sequence_end: bool = False
     #: True when a step issues no host synchronisation, so a GPU can capture it in a CUDA graph
     capturable: bool = True
+    #: True when the method's name also works for a diagonal cell (the LRU): the Kronecker-factored
+    #: methods need x̂ ⊗ D_t and refuse it with a ValueError naming the ones that work
+    supports_diagonal: bool = False
 
     def __init__(self, model: nn.Module, batch_size: int, *, reduction: str = "mean", seed: int | None = None):
         if not isinstance(model, nn.Module) or not isinstance(getattr(model, "cell", None), nn.Module):
@@ -71,6 +74,10 @@ class Estimator:
         self.cell = model.cell
         # only a RecurrentModel has the readout that step() reads; a stack's layer has none
         self.has_readout = isinstance(model, RecurrentModel)
+        if is_diagonal(self.cell) and not self.supports_diagonal:
+            raise ValueError(f"method {self.name!r} needs a Kronecker-class cell (rhn, tanh, lstm): it works on "
+                             f"x̂_t ⊗ D_t, which the LRU does not have; with the LRU use "
+                             f"{', '.join(diagonal_methods())}")
         self.batch_size = batch_size
         self.reduction = reduction
         weight = self.cell.recurrent_parameters()[0]
@@ -144,7 +151,7 @@ class Estimator:
         by the next step."""
         keep = (~self._lane_mask(lanes)).to(self.dtype)
         self._keep = self._keep * keep
-        self.state = self.state * _per_lane(keep, self.state)
+        self.state = scale_lanes(self.state, keep)
 
     def step(self, x: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
         """Advance one time step; add this step's gradient to ``.grad``.
@@ -352,8 +359,8 @@ class Estimator:
         self.steps = state["steps"]
         self.random.load_state_dict(state["random"])
         self._keep = state["keep"].to(device=self.device, dtype=self.dtype).clone()
-        for k, v in state["tensors"].items():
-            setattr(self, k, v.to(device=self.device, dtype=self.dtype).clone())
+        for k, v in state["tensors"].items():  # each keeps its own dtype (the LRU's state is complex)
+            setattr(self, k, v.to(device=self.device, dtype=getattr(self, k).dtype).clone())
 
     # -- validation ------------------------------------------------------------------------
     def _lane_mask(self, lanes) -> torch.Tensor:
@@ -392,7 +399,7 @@ def check_inputs(model: RecurrentModel, x, targets, lanes: int | None = None) ->
     if not isinstance(model, RecurrentModel):
         raise ValueError(f"model must be a kfrtrl_lab.RecurrentModel, got {type(model).__name__}")
     m, k = model.input_size, model.output_size
-    weight = model.cell.weight
+    weight = model.cell.recurrent_parameters()[0]
     if lanes is None:  # a sequence: rows are time steps
         rows, what, size = "T", "inputs", None
     else:
@@ -421,9 +428,16 @@ def check_inputs(model: RecurrentModel, x, targets, lanes: int | None = None) ->
         raise ValueError(f"targets must lie in [0, {k}) (output_size={k}), got values in [{low}, {high}]")
 
 
-def _per_lane(keep: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
-    """A per-lane factor (B,) shaped to multiply a per-lane tensor ``like`` (B, ...)."""
-    return keep.view(-1, *([1] * (like.dim() - 1)))
+def scale_lanes(state: torch.Tensor, keep: torch.Tensor) -> torch.Tensor:
+    """``state`` (B, ...) with lane b multiplied by keep[b] (B,), for a state of any rank."""
+    return state * keep.view(-1, *([1] * (state.dim() - 1)))
+
+
+def diagonal_methods() -> list[str]:
+    """The registered method names that work with a diagonal cell (the LRU)."""
+    from .registry import METHODS
+
+    return [name for name, cls in METHODS.items() if cls.supports_diagonal]
 
 
 def _accumulate(param: torch.nn.Parameter, grad: torch.Tensor) -> None:

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import torch
 
-from .base import Estimator
+from .base import Estimator, scale_lanes
 from .registry import register_method
 
 
@@ -23,6 +23,7 @@ class BPTT(Estimator):
 
     name = "bptt"
     exact = True
+    supports_diagonal = True  # autograd through any cell's forward, the LRU's complex one included
     flushes_at_sequence_end = True
     capturable = False  # the fast path runs BPTT windows uncaptured (their autograd graph is rebuilt each time)
 
@@ -47,8 +48,8 @@ class BPTT(Estimator):
         self.steps += 1
         self._step_counter.add_(1)
         with torch.enable_grad():
-            state = self.cell(x, self.state * keep[:, None, None])
-            losses = self.model.lane_losses(self.cell.hidden(state), targets)
+            state = self.cell(x, scale_lanes(self.state, keep))
+            losses = self.model.lane_losses(self.cell.layer_output(x, state), targets)
             step_loss = (losses * self._lane_weights).sum()
         self._record_finite(state.detach(), losses.detach(), step_loss.detach()[None])
         if check:

@@ -4,13 +4,18 @@
 
 G is kept per lane as (n_s, m+n+1, r·n): the influence of every entry of W on every state entry.
 O(n_s·|θ|) memory and O(n_s²·|θ|) time per lane and step.
+
+For a diagonal cell (the LRU) the same name builds :class:`~kfrtrl_lab.estimators.lru_rtrl.LRURTRL`,
+which holds the same exact influence as per-unit traces (O(N·H) per lane and step).
 """
 
 from __future__ import annotations
 
 import torch
 
+from ..cells import is_diagonal
 from .base import Estimator
+from .lru_rtrl import LRURTRL
 from .registry import register_method
 
 
@@ -18,7 +23,15 @@ from .registry import register_method
 class RTRL(Estimator):
     name = "rtrl"
     exact = True
+    supports_diagonal = True  # through LRURTRL, below
     lane_state = ("influence",)
+
+    def __new__(cls, model=None, *args, **kwargs):
+        # one name for exact RTRL: a diagonal cell gets the trace form (not an RTRL subclass, so
+        # Python does not run RTRL.__init__ on what this returns)
+        if cls is RTRL and is_diagonal(getattr(model, "cell", None)):
+            return LRURTRL(model, *args, **kwargs)
+        return super().__new__(cls)
 
     def _init_influence(self):
         c = self.cell

@@ -42,6 +42,11 @@ class Task:
         return DIVERGENCE_FACTOR * math.log2(self.output_size)
 
     @classmethod
+    def config_sizes(cls, config) -> tuple[int, int]:
+        """(input size, classes) of the task a run of ``config`` builds (before it is built)."""
+        return cls.input_size, cls.output_size
+
+    @classmethod
     def buffer_bytes(cls, config) -> int:
         """About how many bytes the task holds for a run of ``config`` (data, lanes' positions)."""
         return 0
