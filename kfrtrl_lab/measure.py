@@ -33,12 +33,17 @@ def loglog_slope(xs, ys) -> float:
     return sum((a - mx) * (b - my) for a, b in zip(lx, ly)) / sum((a - mx) ** 2 for a in lx)
 
 
-def state_bytes(est) -> int:
+def state_bytes(est, bookkeeping: bool = True) -> int:
     """Bytes of the memory an estimator keeps between steps: the cell state, the influence estimate
     and any work buffers it reuses (held directly or in a tuple or list; each storage counted once,
-    so a view into a buffer adds nothing). Works on the meta device too (sizes without memory)."""
+    so a view into a buffer adds nothing). Works on the meta device too (sizes without memory).
+    ``bookkeeping=False`` leaves out the buffers of fixed size that only record the run's health
+    (``Estimator.bookkeeping``, e.g. the finiteness table): what the method itself needs."""
     storages = {}
-    for value in vars(est).values():
+    skip = set(getattr(est, "bookkeeping", ())) if not bookkeeping else set()
+    for name, value in vars(est).items():
+        if name in skip:
+            continue
         for t in value if isinstance(value, (tuple, list)) else (value,):
             if isinstance(t, torch.Tensor):
                 storage = t.untyped_storage()
@@ -167,7 +172,9 @@ def step_cost(method: str, hidden_size: int, batch_size: int = 32, vocab: int = 
     est.flush()
     row = {"method": method, "n": hidden_size, "batch": batch_size, "cell": cell, "ms_per_step": 1e3 * median / block,
            "ms_min": 1e3 * fastest / block, "cores_busy": busy, "page_faults_per_step": faults / block,
-           "state_MB": state_bytes(est) / 2**20, "threads": torch.get_num_threads()}
+           "state_MB": state_bytes(est, bookkeeping=False) / 2**20,
+           "bookkeeping_MB": (state_bytes(est) - state_bytes(est, bookkeeping=False)) / 2**20,
+           "threads": torch.get_num_threads()}
     if memory:
         zero_grads()
         row["transient_MB"] = transient_peak_bytes(run_block, device) / 2**20

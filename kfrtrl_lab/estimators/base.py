@@ -56,6 +56,9 @@ class Estimator:
     #: True when ``.grad`` is written only by :meth:`flush` (full BPTT): a trainer must flush at
     #: sequence ends, which needs a task whose lanes start their sequences together.
     flushes_at_sequence_end: bool = False
+    #: Buffers of fixed size that only record the run's health (not the method's state): the memory
+    #: estimate counts them, the per-method state of the benchmarks does not (measure.state_bytes)
+    bookkeeping: tuple[str, ...] = ("_finite_rows", "_bad_step", "_bad_lanes", "_step_counter")
     #: True when a step issues no host synchronisation, so a GPU can capture it in a CUDA graph
     capturable: bool = True
     #: True when the method's name also works for a diagonal cell (the LRU): the Kronecker-factored
