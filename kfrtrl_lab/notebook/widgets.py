@@ -277,17 +277,17 @@ def family_explorer(r_options=(1, 2, 4, 8), n_options=(8, 16, 32), lengths=(5, 1
 # -- notebook 2 -----------------------------------------------------------------------------------
 
 def kron_step_explorer(seed: int = 0, points: int = 61) -> Explorer:
-    """The variance of one KF step against p while the sizes of the terms change: scale ‖u‖, ‖B‖
-    (= ‖H A‖) and ‖D‖ and watch p* = sqrt(‖B‖/‖u‖)·sqrt(‖x̂‖/‖D‖) move with the minimum."""
+    """The variance of one KF step against p while the sizes of the terms change: scale ‖u‖, ‖M‖
+    (= ‖H A‖) and ‖D‖ and watch p* = sqrt(‖M‖/‖u‖)·sqrt(‖x̂‖/‖D‖) move with the minimum."""
     scales = (0.1, 0.3, 1.0, 3.0, 10.0)
 
     def draw(scale_u, scale_B, scale_D):
         curve = ex.variance_vs_p(seed=seed, points=points, scale_u=scale_u, scale_B=scale_B, scale_D=scale_D)
         fig = figures.variance_vs_p_figure(curve)
         return fig.update_layout(title=f"One KF step: p* = {curve['p_star']:.3g} "
-                                       f"(‖u‖ ×{scale_u:g}, ‖B‖ ×{scale_B:g}, ‖D‖ ×{scale_D:g})")
+                                       f"(‖u‖ ×{scale_u:g}, ‖M‖ ×{scale_B:g}, ‖D‖ ×{scale_D:g})")
 
-    controls = {"scale_u": _slider(scales, 1.0, "‖u‖ ×"), "scale_B": _slider(scales, 1.0, "‖B‖ ×"),
+    controls = {"scale_u": _slider(scales, 1.0, "‖u‖ ×"), "scale_B": _slider(scales, 1.0, "‖M‖ ×"),
                 "scale_D": _slider(scales, 1.0, "‖D‖ ×")}
     return Explorer(controls, draw)
 
