@@ -1384,3 +1384,83 @@ def snap_error_terms(model: RecurrentModel, inputs: torch.Tensor, targets: torch
     return {"through_other_units": rel(other), "come_back": rel(back), "bias2": rel(other + back),
             "bias2_direct": rel(total - snap), "other_over_back": math.sqrt(rel(other) / max(rel(back), 1e-300)),
             "package_max_diff": (snap - package).abs().max().item(), "gradient_norm": math.sqrt(norm2)}
+
+
+# -- notebook 8: when RTRL is cheap -----------------------------------------------------------
+
+#: the copy race's contestants (notebook 8, tools/copy_race.py): a name -> the run's settings. The
+#: LRU stack's sizes (N_u = 64 states a layer, residual width d = 64) were chosen so that its step
+#: costs about what the RHN's KF-RTRL step costs on one CPU thread (both ~300 steps/s on the
+#: course's 2-core VM, measured with the trainer itself).
+RACE_CONTESTANTS = {
+    "rhn-kf-rtrl": {"cell": "rhn", "method": "kf-rtrl", "hidden": 128, "layers": 1},
+    "lru2-rtrl": {"cell": "lru", "method": "rtrl", "hidden": 64, "width": 64, "layers": 2},
+    "rhn-tbptt-16": {"cell": "rhn", "method": "tbptt-16", "hidden": 128, "layers": 1},
+}
+
+
+class _NoStop:
+    requested = False
+
+
+def copy_race(contestant: str | dict, seed: int = 0, cpu_seconds: float = 60.0, batch: int = 16,
+              lr: float = 10**-3.5, clip: float | None = 1.0, log_every: int = 100, threads: int = 1) -> dict:
+    """One run of the copy task (algorithms.md, section 6) under a CPU-time budget, with the
+    trainer itself (:class:`kfrtrl_lab.train.Run`, so every contestant gets the same loop, Adam and
+    clipping); returns the curriculum's T_max against steps and against CPU seconds.
+
+    The clock is ``time.process_time()`` of this process (CPU seconds, summed over its threads):
+    on a shared machine a run's wall time counts the other processes' use of the cores, its CPU
+    time does not. The run stops at the first chunk boundary (every ``log_every`` steps) past the
+    budget. ``contestant``: a key of :data:`RACE_CONTESTANTS` or a dict of RunConfig fields (cell,
+    method, hidden, width, layers).
+    """
+    import tempfile
+    import time
+
+    from ..runs import RunFolder
+    from ..train import Run, RunConfig
+
+    if isinstance(contestant, str):
+        if contestant not in RACE_CONTESTANTS:
+            raise ValueError(f"contestant must be one of {sorted(RACE_CONTESTANTS)} or a dict of run settings, "
+                             f"got {contestant!r}")
+        name, settings = contestant, RACE_CONTESTANTS[contestant]
+    elif isinstance(contestant, dict):
+        settings = dict(contestant)
+        name = settings.pop("name", f"{settings.get('cell', 'rhn')}{settings.get('layers', 1)}-"
+                                    f"{settings.get('method', 'kf-rtrl')}")
+    else:
+        raise ValueError(f"contestant must be a name or a dict of run settings, got {contestant!r}")
+    if not (isinstance(cpu_seconds, (int, float)) and cpu_seconds > 0):
+        raise ValueError(f"cpu_seconds must be positive, got {cpu_seconds!r}")
+    config = RunConfig(task="copy", seed=seed, batch=batch, lr=lr, clip=clip, log_every=log_every, threads=threads,
+                       steps=10**9, checkpoint_minutes=10**6, **settings)
+    previous_threads = torch.get_num_threads()
+    curve = {"step": [0], "cpu_s": [0.0], "t_max": [1]}
+    with tempfile.TemporaryDirectory() as tmp:
+        run = Run(config, RunFolder(f"{tmp}/run"), resume=False, stop_after=None)
+        try:
+            start = time.process_time()
+            status = "budget spent"
+            while True:
+                if run.step(_NoStop):  # over before the budget: diverged (or 10^9 steps)
+                    status = run.status
+                    break
+                used = time.process_time() - start
+                if run.p.step % log_every == 0:  # a metrics row: T_max read back only here
+                    curve["step"].append(run.p.step)
+                    curve["cpu_s"].append(round(used, 3))
+                    curve["t_max"].append(int(run.task.metrics()["t_max"]))
+                if used >= cpu_seconds:
+                    break
+            loss = run.last_row.get("loss_bits")
+        finally:
+            run.lock.release()
+            torch.set_num_threads(previous_threads)
+    params = sum(p.numel() for p in run.model.parameters())
+    return {"contestant": name, "settings": settings, "seed": seed, "batch": batch, "lr": lr, "clip": clip,
+            "cpu_seconds_budget": cpu_seconds, "threads": threads, "status": status, "parameters": params,
+            "steps": curve["step"][-1], "cpu_s": curve["cpu_s"][-1], "t_max": curve["t_max"][-1],
+            "steps_per_cpu_s": curve["step"][-1] / max(curve["cpu_s"][-1], 1e-9), "last_loss_bits": loss,
+            "curve": curve}
