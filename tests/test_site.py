@@ -202,7 +202,7 @@ def test_a_solution_without_an_exercise_is_reported():
 
 
 def test_every_lesson_has_its_papers():
-    for key in ("01", "02", "03", "04", "05", "06", "07"):
+    for key in ("01", "02", "03", "04", "05", "06", "07", "08"):
         assert any(key in paper["lessons"] for paper in PAPERS.values()), key
     assert set(PAPERS) == {"williams1989", "tallec2018", "mujika2018", "benzing2019", "menick2021",
                            "zucchet2023", "orvieto2023"}

@@ -49,7 +49,7 @@ def check_lru_traces(lru_traces) -> str:
                 expect_true(mine.is_complex(), f"{name} must stay complex (λ is complex)")
                 expect_close(torch.view_as_real(mine.resolve_conj()), torch.view_as_real(theirs),
                              f"{name} at {where}", rtol=1e-10, atol=1e-12)
-    return passed("Exercise 8.1", "the three traces agree with the package's exact RTRL of the LRU on 4 random "
+    return passed("Exercise 8.2", "the three traces agree with the package's exact RTRL of the LRU on 4 random "
                                   "LRUs, 3 lanes, 6 steps")
 
 
@@ -75,7 +75,7 @@ def check_lambda_gradient(lambda_gradient) -> str:
             where = f"step {t + 1}, random δ (N_u = {N}, case {case + 1})"
             expect_close(got[0], want[:, :N], f"dL/dν_λ at {where}", rtol=1e-10, atol=1e-12)
             expect_close(got[1], want[:, N:2 * N], f"dL/dθ_λ at {where}", rtol=1e-10, atol=1e-12)
-    return passed("Exercise 8.2", "dL/dν_λ and dL/dθ_λ agree with the package on 4 random LRUs, 6 steps, random δ")
+    return passed("Exercise 8.3", "dL/dν_λ and dL/dθ_λ agree with the package on 4 random LRUs, 6 steps, random δ")
 
 
 def check_keep_diagonal(keep_diagonal) -> str:
@@ -98,5 +98,5 @@ def check_keep_diagonal(keep_diagonal) -> str:
         x, y = ex.random_sequence(model, 8, seed=rng.randint(0, 999))
         error = relative_error(gradient_samples(model, x, y, "snap-1", 1), true_gradient(model, x, y))
         expect_true(error < 1e-20, f"with your diagonal {cell} cell SnAp-1's relative error is {error:.2e}, not 0")
-    return passed("Exercise 8.3", "the diagonal cut agrees with the package on tanh, RHN and LSTM cells, and SnAp-1 "
+    return passed("Exercise 8.1", "the diagonal cut agrees with the package on tanh, RHN and LSTM cells, and SnAp-1 "
                                   "is then exact")
