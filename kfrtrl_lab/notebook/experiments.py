@@ -1575,8 +1575,8 @@ def layerwise_bias_by_depth(depths=(1, 2, 4), cell: str = "lru", method: str = "
 
 def load_race(folder) -> list[dict]:
     """The committed race results (tools/copy_race.py): every ``<contestant>-s<seed>.json`` in ``folder``."""
-    from pathlib import Path
     import json
+    from pathlib import Path
 
     paths = sorted(Path(folder).glob("*-s*.json"))
     return [json.loads(p.read_text()) for p in paths]
