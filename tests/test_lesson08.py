@@ -167,6 +167,8 @@ def test_race_bands_and_table_read_step_functions():
         (150 + 200) / 2)
     fig = figures.race_figure({"a": bands}, "cpu_s")
     assert len(fig.data) == 2 and fig.data[1].line.shape == "hv"  # band and median, drawn as steps
+    at = ex.race_bands(runs, "cpu_s", at=(1.5, 2.0, 2.5))["a"]  # 2.5 is past seed 0's end: left out
+    assert [(b["cpu_s"], b["low"], b["high"]) for b in at] == [(1.5, 1, 2), (2.0, 3, 5)]
     with pytest.raises(ValueError, match="x must be"):
         ex.race_bands(runs, "wall_s")
 

@@ -49,10 +49,11 @@ def main():
     args = p.parse_args()
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
+    code = commit()  # the code this process loaded, whatever is committed while it runs
     for seed in args.seeds:  # seeds outermost: a cut-short race still has every contestant's first seeds
         for name in args.contestants:
             result = copy_race(name, seed=seed, cpu_seconds=args.cpu_seconds)
-            result.update(commit=commit(), machine=machine())
+            result.update(commit=code, machine=machine())
             (out / f"{name}-s{seed}.json").write_text(json.dumps(result, indent=1) + "\n")
             print(f"{name} seed {seed}: T_max {result['t_max']} after {result['steps']} steps, "
                   f"{result['cpu_s']:.1f} CPU s", flush=True)

@@ -1582,10 +1582,10 @@ def load_race(folder) -> list[dict]:
     return [json.loads(p.read_text()) for p in paths]
 
 
-def race_bands(results: list[dict], x: str = "cpu_s", points: int = 60) -> dict[str, list[dict]]:
+def race_bands(results: list[dict], x: str = "cpu_s", points: int = 60, at=None) -> dict[str, list[dict]]:
     """contestant -> rows {x, median, low, high, seeds} of T_max over its seeds on a common grid of
-    ``x`` ("cpu_s" or "step") up to the shortest seed's end, each seed's T_max read as a step
-    function (the last value at or before the grid point)."""
+    ``x`` ("cpu_s" or "step") up to the shortest seed's end (or at the values ``at``, those past that
+    end left out), each seed's T_max read as a step function (the last value at or before the point)."""
     import bisect
     import statistics
 
@@ -1597,7 +1597,7 @@ def race_bands(results: list[dict], x: str = "cpu_s", points: int = 60) -> dict[
     bands = {}
     for name, runs in by_name.items():
         end = min(r["curve"][x][-1] for r in runs)
-        grid = [end * i / (points - 1) for i in range(points)]
+        grid = [end * i / (points - 1) for i in range(points)] if at is None else [a for a in at if a <= end]
         rows = []
         for g in grid:
             values = [r["curve"]["t_max"][max(bisect.bisect_right(r["curve"][x], g) - 1, 0)] for r in runs]
