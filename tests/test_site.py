@@ -101,6 +101,9 @@ def test_static_figure_of_the_real_explorers():
     overlay = widgets.runs_explorer(runs, "t_max")
     static, checked = assert_static_matches_live(overlay)
     assert checked == 2 and not static.layout.sliders  # the checkbox: two buttons
+    depth = widgets.depth_explorer(depth_options=(1, 2), T=8, width=4, hidden=4, depth=2)
+    static, checked = assert_static_matches_live(depth)
+    assert checked == 2 + 3 + 4 and len(static.layout.sliders) == 3  # depth, ring, method: each its slider
 
 
 def test_variance_explorer_keeps_the_costly_controls_fixed():
