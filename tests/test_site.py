@@ -101,6 +101,9 @@ def test_static_figure_of_the_real_explorers():
     overlay = widgets.runs_explorer(runs, "t_max")
     static, checked = assert_static_matches_live(overlay)
     assert checked == 2 and not static.layout.sliders  # the checkbox: two buttons
+    depth = widgets.depth_explorer(depth_options=(1, 2), T=8, width=4, hidden=4, depth=2)
+    static, checked = assert_static_matches_live(depth)
+    assert checked == 2 + 3 + 4 and len(static.layout.sliders) == 3  # depth, ring, method: each its slider
 
 
 def test_variance_explorer_keeps_the_costly_controls_fixed():
@@ -202,7 +205,7 @@ def test_a_solution_without_an_exercise_is_reported():
 
 
 def test_every_lesson_has_its_papers():
-    for key in ("01", "02", "03", "04", "05", "06", "07"):
+    for key in ("01", "02", "03", "04", "05", "06", "07", "08"):
         assert any(key in paper["lessons"] for paper in PAPERS.values()), key
     assert set(PAPERS) == {"williams1989", "tallec2018", "mujika2018", "benzing2019", "menick2021",
                            "zucchet2023", "orvieto2023"}

@@ -1384,3 +1384,247 @@ def snap_error_terms(model: RecurrentModel, inputs: torch.Tensor, targets: torch
     return {"through_other_units": rel(other), "come_back": rel(back), "bias2": rel(other + back),
             "bias2_direct": rel(total - snap), "other_over_back": math.sqrt(rel(other) / max(rel(back), 1e-300)),
             "package_max_diff": (snap - package).abs().max().item(), "gradient_norm": math.sqrt(norm2)}
+
+
+# -- notebook 8: when RTRL is cheap -----------------------------------------------------------
+
+#: the copy race's contestants (notebook 8, tools/copy_race.py): a name -> the run's settings. The
+#: LRU stack's sizes (N_u = 64 states a layer, residual width d = 64) were chosen so that its step
+#: costs about what the RHN's KF-RTRL step costs on one CPU thread (both ~300 steps/s on the
+#: course's 2-core VM, measured with the trainer itself).
+RACE_CONTESTANTS = {
+    "rhn-kf-rtrl": {"cell": "rhn", "method": "kf-rtrl", "hidden": 128, "layers": 1},
+    "lru2-rtrl": {"cell": "lru", "method": "rtrl", "hidden": 64, "width": 64, "layers": 2},
+    "rhn-tbptt-16": {"cell": "rhn", "method": "tbptt-16", "hidden": 128, "layers": 1},
+}
+
+
+class _NoStop:
+    requested = False
+
+
+def copy_race(contestant: str | dict, seed: int = 0, cpu_seconds: float = 60.0, batch: int = 16,
+              lr: float = 10**-3.5, clip: float | None = 1.0, log_every: int = 100, threads: int = 1) -> dict:
+    """One run of the copy task (algorithms.md, section 6) under a CPU-time budget, with the
+    trainer itself (:class:`kfrtrl_lab.train.Run`, so every contestant gets the same loop, Adam and
+    clipping); returns the curriculum's T_max against steps and against CPU seconds.
+
+    The clock is ``time.process_time()`` of this process (CPU seconds, summed over its threads):
+    on a shared machine a run's wall time counts the other processes' use of the cores, its CPU
+    time does not. The run stops at the first chunk boundary (every ``log_every`` steps) past the
+    budget. ``contestant``: a key of :data:`RACE_CONTESTANTS` or a dict of RunConfig fields (cell,
+    method, hidden, width, layers).
+    """
+    import tempfile
+    import time
+
+    from ..runs import RunFolder
+    from ..train import Run, RunConfig
+
+    if isinstance(contestant, str):
+        if contestant not in RACE_CONTESTANTS:
+            raise ValueError(f"contestant must be one of {sorted(RACE_CONTESTANTS)} or a dict of run settings, "
+                             f"got {contestant!r}")
+        name, settings = contestant, RACE_CONTESTANTS[contestant]
+    elif isinstance(contestant, dict):
+        settings = dict(contestant)
+        name = settings.pop("name", f"{settings.get('cell', 'rhn')}{settings.get('layers', 1)}-"
+                                    f"{settings.get('method', 'kf-rtrl')}")
+    else:
+        raise ValueError(f"contestant must be a name or a dict of run settings, got {contestant!r}")
+    if not (isinstance(cpu_seconds, (int, float)) and cpu_seconds > 0):
+        raise ValueError(f"cpu_seconds must be positive, got {cpu_seconds!r}")
+    config = RunConfig(task="copy", seed=seed, batch=batch, lr=lr, clip=clip, log_every=log_every, threads=threads,
+                       steps=10**9, checkpoint_minutes=10**6, **settings)
+    previous_threads = torch.get_num_threads()
+    curve = {"step": [0], "cpu_s": [0.0], "t_max": [1]}
+    with tempfile.TemporaryDirectory() as tmp:
+        run = Run(config, RunFolder(f"{tmp}/run"), resume=False, stop_after=None)
+        try:
+            start = time.process_time()
+            status = "budget spent"
+            while True:
+                if run.step(_NoStop):  # over before the budget: diverged (or 10^9 steps)
+                    status = run.status
+                    break
+                used = time.process_time() - start
+                if run.p.step % log_every == 0:  # a metrics row: T_max read back only here
+                    curve["step"].append(run.p.step)
+                    curve["cpu_s"].append(round(used, 3))
+                    curve["t_max"].append(int(run.task.metrics()["t_max"]))
+                if used >= cpu_seconds:
+                    break
+            loss = run.last_row.get("loss_bits")
+        finally:
+            run.lock.release()
+            torch.set_num_threads(previous_threads)
+    params = sum(p.numel() for p in run.model.parameters())
+    return {"contestant": name, "settings": settings, "seed": seed, "batch": batch, "lr": lr, "clip": clip,
+            "cpu_seconds_budget": cpu_seconds, "threads": threads, "status": status, "parameters": params,
+            "steps": curve["step"][-1], "cpu_s": curve["cpu_s"][-1], "t_max": curve["t_max"][-1],
+            "steps_per_cpu_s": curve["step"][-1] / max(curve["cpu_s"][-1], 1e-9), "last_loss_bits": loss,
+            "curve": curve}
+
+
+def diagonal_recurrence(model: RecurrentModel) -> RecurrentModel:
+    """A copy of a Kronecker-class model whose recurrent blocks W_h^g keep only their diagonals, so
+    that H_t = ∂h_t/∂h_{t-1} is diagonal (algorithms.md, section 5: SnAp-1 is then exact)."""
+    import copy
+
+    cell = getattr(model, "cell", None)
+    if cell is None or not hasattr(cell, "recurrent_rows"):
+        raise ValueError(f"diagonal_recurrence needs a Kronecker-class model (RHN, tanh, LSTM), got "
+                         f"{type(cell if cell is not None else model).__name__}")
+    diagonal = copy.deepcopy(model)
+    c = diagonal.cell
+    n, blocks = c.hidden_size, c.weight.shape[1] // c.hidden_size
+    with torch.no_grad():
+        rows = c.weight[c.recurrent_rows]  # (n, r_g·n): row i is h_{t-1}[i]'s weights to every block
+        keep = torch.eye(n, dtype=torch.bool).repeat(1, blocks)  # column g·n + j of row i kept iff i = j
+        c.weight[c.recurrent_rows] = torch.where(keep, rows, torch.zeros_like(rows))
+    return diagonal
+
+
+def snap_exactness(hidden_size: int = 16, T: int = 20, seed: int = 0) -> list[dict]:
+    """SnAp-1's relative error 𝓔 = ‖ĝ − g‖²/‖g‖² against BPTT on one one-hot sequence, for a random
+    RHN (dense recurrent blocks) and for the same RHN with each block cut to its diagonal
+    (:func:`diagonal_recurrence`): rows {recurrence, relative_error, rtrl_error}."""
+    dense, x, y, _ = onehot_problem(hidden_size, T, seed=seed)
+    rows = []
+    for name, model in (("dense", dense), ("diagonal", diagonal_recurrence(dense))):
+        exact = true_gradient(model, x, y)
+        rows.append({"recurrence": name, "n": hidden_size, "T": T,
+                     "relative_error": relative_error(gradient_samples(model, x, y, "snap-1", 1), exact),
+                     "rtrl_error": relative_error(gradient_samples(model, x, y, "rtrl", 1), exact)})
+    return rows
+
+
+def lru_model(input_size: int = 3, hidden_size: int = 4, output_size: int = 3, r_min: float = 0.0,
+              r_max: float = 1.0, seed: int = 0, dtype=torch.float64) -> RecurrentModel:
+    """A seeded single-layer LRU model (N_u = ``hidden_size`` units, H_w = ``input_size``; |λ| on the
+    ring [r_min, r_max]) with its readout, in ``dtype``."""
+    from ..cells import LRU
+
+    torch.manual_seed(seed)
+    return RecurrentModel(LRU(input_size, hidden_size, r_min=r_min, r_max=r_max), output_size).to(dtype)
+
+
+def lru_rtrl_vs_bptt(hidden_size: int = 8, input_size: int = 4, T: int = 30, r_min: float = 0.9,
+                     r_max: float = 0.999, seed: int = 0) -> dict:
+    """Exact RTRL of one LRU layer by its traces (``rtrl``: e^λ, e^γ, E^B) against BPTT on one random
+    sequence, float64: the largest difference over ν_λ, θ_λ, log γ, B_in and the relative error."""
+    model = lru_model(input_size, hidden_size, input_size, r_min, r_max, seed=seed)
+    x, y = random_sequence_lru(model, T, seed=seed + 1)
+    exact = true_gradient(model, x, y)
+    traced = gradient_samples(model, x, y, "rtrl", 1)[0]
+    return {"N_u": hidden_size, "H_w": input_size, "T": T, "P": exact.numel(),
+            "max_abs_error": (traced - exact).abs().max().item(),
+            "relative_error": ((traced - exact).norm() / exact.norm()).item(),
+            "trace_numbers": hidden_size * (2 + input_size)}
+
+
+def random_sequence_lru(model: RecurrentModel, T: int, seed: int = 0):
+    """Gaussian inputs (T, H_w) and uniform targets (T,) for an LRU ``model``."""
+    g = torch.Generator().manual_seed(seed)
+    return (torch.randn(T, model.cell.input_size, generator=g).to(model.cell.dtype),
+            torch.randint(0, model.output_size, (T,), generator=g))
+
+
+#: the rings of |λ| the lesson offers: the official code's default, a medium memory, the LRU paper's long one
+LAMBDA_RINGS = {"0–1": (0.0, 1.0), "0.5–0.9": (0.5, 0.9), "0.9–0.999": (0.9, 0.999)}
+
+
+def stack_problem(layers: int, cell: str = "lru", width: int = 8, hidden: int = 8, T: int = 30,
+                  ring: str = "0.9–0.999", vocab: int = 4, seed: int = 0):
+    """A seeded float64 stack of ``layers`` blocks (``cell`` lru: |λ| on ``ring`` of
+    :data:`LAMBDA_RINGS`; or rhn, tanh, lstm) and one one-hot sequence over ``vocab`` tokens:
+    (model, inputs (T, vocab), targets (T,))."""
+    from ..cells import LRU
+    from ..stack import StackedModel, make_stack
+
+    if ring not in LAMBDA_RINGS:
+        raise ValueError(f"ring must be one of {list(LAMBDA_RINGS)}, got {ring!r}")
+    torch.manual_seed(seed)
+    if cell == "lru":
+        r_min, r_max = LAMBDA_RINGS[ring]
+        model = StackedModel([LRU(width, hidden, r_min=r_min, r_max=r_max) for _ in range(layers)], vocab, vocab, width)
+    else:
+        model = make_stack(cell, vocab, vocab, layers, width, hidden)
+    model = model.double()
+    g = torch.Generator().manual_seed(seed + 1)
+    x = torch.nn.functional.one_hot(torch.randint(0, vocab, (T,), generator=g), vocab).double()
+    return model, x, torch.randint(0, vocab, (T,), generator=g)
+
+
+def layerwise_bias_by_depth(depths=(1, 2, 4), cell: str = "lru", method: str = "rtrl", width: int = 8,
+                            hidden: int = 8, T: int = 30, ring: str = "0.9–0.999", seed: int = 0) -> list[dict]:
+    """kl.layerwise_bias (the layer-wise gradient's relative error 𝓔 against BPTT through the whole
+    stack, algorithms.md 5b) for stacks of each depth L in ``depths``: one row per (L, group), groups
+    as :func:`kfrtrl_lab.stack.parameter_groups` ("recurrent l", "below layer 1", "layer 1 and up",
+    "all"). A stochastic ``method`` gives one draw (bias and noise together)."""
+    from ..stack import layerwise_bias
+
+    rows = []
+    for L in depths:
+        model, x, y = stack_problem(L, cell, width, hidden, T, ring, seed=seed)
+        for group, value in layerwise_bias(model, x, y, method, seed=seed).items():
+            rows.append({"L": L, "group": group, "relative_error": value, "cell": cell, "method": method,
+                         "ring": ring if cell == "lru" else None})
+    return rows
+
+
+def load_race(folder) -> list[dict]:
+    """The committed race results (tools/copy_race.py): every ``<contestant>-s<seed>.json`` in ``folder``."""
+    import json
+    from pathlib import Path
+
+    paths = sorted(Path(folder).glob("*-s*.json"))
+    return [json.loads(p.read_text()) for p in paths]
+
+
+def race_bands(results: list[dict], x: str = "cpu_s", points: int = 60, at=None) -> dict[str, list[dict]]:
+    """contestant -> rows {x, median, low, high, seeds} of T_max over its seeds on a common grid of
+    ``x`` ("cpu_s" or "step") up to the shortest seed's end (or at the values ``at``, those past that
+    end left out), each seed's T_max read as a step function (the last value at or before the point)."""
+    import bisect
+    import statistics
+
+    if x not in ("cpu_s", "step"):
+        raise ValueError(f"x must be 'cpu_s' or 'step', got {x!r}")
+    by_name: dict[str, list[dict]] = {}
+    for r in results:
+        by_name.setdefault(r["contestant"], []).append(r)
+    bands = {}
+    for name, runs in by_name.items():
+        end = min(r["curve"][x][-1] for r in runs)
+        grid = [end * i / (points - 1) for i in range(points)] if at is None else [a for a in at if a <= end]
+        rows = []
+        for g in grid:
+            values = [r["curve"]["t_max"][max(bisect.bisect_right(r["curve"][x], g) - 1, 0)] for r in runs]
+            rows.append({x: g, "median": statistics.median(values), "low": min(values), "high": max(values),
+                         "seeds": len(values)})
+        bands[name] = rows
+    return bands
+
+
+def race_table(results: list[dict]) -> list[dict]:
+    """Per contestant over its seeds: final T_max (mean, min, max), steps, CPU seconds and steps per
+    CPU second (means), T_max per 1000 steps and per CPU minute, and the seeds."""
+    import statistics
+
+    by_name: dict[str, list[dict]] = {}
+    for r in results:
+        by_name.setdefault(r["contestant"], []).append(r)
+    rows = []
+    for name, runs in by_name.items():
+        t = [r["t_max"] for r in runs]
+        rows.append({"contestant": name, "seeds": sorted(r["seed"] for r in runs), "t_max_mean": statistics.mean(t),
+                     "t_max_sd": statistics.stdev(t) if len(t) > 1 else 0.0,
+                     "t_max_min": min(t), "t_max_max": max(t),
+                     "steps_mean": statistics.mean(r["steps"] for r in runs),
+                     "cpu_s_mean": statistics.mean(r["cpu_s"] for r in runs),
+                     "steps_per_cpu_s": statistics.mean(r["steps_per_cpu_s"] for r in runs),
+                     "t_max_per_cpu_min": statistics.mean(60 * r["t_max"] / r["cpu_s"] for r in runs),
+                     "t_max_per_1000_steps": statistics.mean(1000 * r["t_max"] / max(r["steps"], 1) for r in runs),
+                     "parameters": runs[0]["parameters"], "settings": runs[0]["settings"]})
+    return rows

@@ -833,3 +833,48 @@ def factor_shapes_figure(n: int = 8, m: int = 4, gate_blocks: int = 2) -> go.Fig
                       template="plotly_white", showlegend=True,
                       xaxis=dict(visible=False, scaleanchor="y"), yaxis=dict(visible=False, autorange="reversed"))
     return fig
+
+
+# -- notebook 8 -----------------------------------------------------------------------------------
+
+LABELS.update({"cpu_s": "CPU seconds of the run (process time, one thread)", "L": "layers L",
+               "trace_numbers": "numbers kept per lane"})
+#: the race's contestants: a colour each (the estimator's where it has one)
+_RACE_COLORS = {"rhn-kf-rtrl": _FIXED["kf-rtrl"], "lru2-rtrl": _FIXED["rtrl"], "rhn-tbptt-16": "#ff7f0e"}
+
+
+def race_figure(bands: dict[str, list[dict]], x: str = "cpu_s", title: str | None = None) -> go.Figure:
+    """T_max of the copy curriculum against ``x`` (CPU seconds or steps) per contestant: the median
+    over its seeds and a min–max band (``bands`` from experiments.race_bands; one seed: its line)."""
+    fig = go.Figure()
+    for name, rows in bands.items():
+        color = _RACE_COLORS.get(name, method_color(name.split("-", 1)[-1]))
+        xs = [r[x] for r in rows]
+        seeds = rows[0]["seeds"] if rows else 0
+        if seeds > 1:
+            fig.add_trace(go.Scatter(x=xs + xs[::-1], y=[r["high"] for r in rows] + [r["low"] for r in rows][::-1],
+                                     fill="toself", line=dict(width=0), fillcolor=color, opacity=0.2,
+                                     name=f"{name}: range over {seeds} seeds", hoverinfo="skip"))
+        fig.add_trace(go.Scatter(x=xs, y=[r["median"] for r in rows], mode="lines", line=dict(color=color, shape="hv"),
+                                 name=f"{name}: median" if seeds > 1 else name))
+    return _layout(fig, title or f"Copy task: T_max against {label(x)}", _axis(x), _axis("t_max"))
+
+
+def depth_bias_figure(rows: list[dict], title: str | None = None,
+                      groups=("layer 1 and up", "recurrent 1", "below layer 1", "all")) -> go.Figure:
+    """The layer-wise gradient's relative error against BPTT through the stack, against the depth L,
+    one line per parameter group (rows from experiments.layerwise_bias_by_depth); zeros (an exact
+    group, to rounding) are drawn at 1e-32 so the log axis keeps them."""
+    fig = go.Figure()
+    floor = 1e-32
+    values = []
+    for group in groups:
+        pts = sorted((r["L"], max(r["relative_error"], floor)) for r in rows if r["group"] == group)
+        if not pts:
+            continue
+        values += [v for _, v in pts]
+        fig.add_trace(go.Scatter(x=[p[0] for p in pts], y=[p[1] for p in pts], mode="lines+markers", name=group))
+    depths = sorted({r["L"] for r in rows})
+    fig = _layout(fig, title or "Layer-wise learning: relative error against depth", _axis("L"),
+                  _axis("relative_error", values, log=True))
+    return fig.update_layout(xaxis=dict(tickvals=depths))

@@ -54,6 +54,9 @@ LESSONS = {
                before="lessons 1–3", minutes=30),
     "07": dict(question="What do OK-r, KF-AVG-k and SnAp-1 buy over KF-RTRL, and at what price?",
                before="lessons 2, 3 and 6", minutes=50),
+    "08": dict(question="When is exact RTRL cheap (diagonal recurrences, the LRU), what does learning a stack "
+                        "layer by layer cost in bias, and who reaches longer copy sequences per CPU second?",
+               before="lessons 1, 4 and 7", minutes=60),
 }
 
 #: The papers the course draws on, and what each lesson takes from them.
@@ -103,14 +106,17 @@ PAPERS = {
   title = {Practical Real Time Recurrent Learning with a Sparse Approximation},
   booktitle = {International Conference on Learning Representations (ICLR)}, year = {2021},
   eprint = {2006.07232}, archiveprefix = {arXiv}}""",
-        lessons={"06": "SnAp-1's cost per step", "07": "SnAp-1: no noise, but a bias"}),
+        lessons={"06": "SnAp-1's cost per step", "07": "SnAp-1: no noise, but a bias",
+                 "08": "SnAp-1 is exact when the state Jacobian is diagonal"}),
     "zucchet2023": dict(
         bibtex="""@inproceedings{zucchet2023,
   author = {Zucchet, Nicolas and Meier, Robert and Schug, Simon and Mujika, Asier and Sacramento, Jo{\\~a}o},
   title = {Online Learning of Long-Range Dependencies},
   booktitle = {Advances in Neural Information Processing Systems (NeurIPS)}, volume = {36}, year = {2023},
   eprint = {2305.15947}, archiveprefix = {arXiv}}""",
-        lessons={"07": "further reading: exact online learning made cheap by diagonal linear recurrent units"}),
+        lessons={"07": "further reading, taken up in lesson 8: exact online learning made cheap by diagonal linear recurrent units",
+                 "08": "exact RTRL of a diagonal layer by its traces, and layer-wise online learning of LRU stacks "
+                       "(what it drops, and its bias)"}),
     "orvieto2023": dict(
         bibtex="""@inproceedings{orvieto2023,
   author = {Orvieto, Antonio and Smith, Samuel L. and Gu, Albert and Fernando, Anushan and Gulcehre, Caglar
@@ -119,7 +125,9 @@ PAPERS = {
   booktitle = {Proceedings of the 40th International Conference on Machine Learning (ICML)},
   series = {PMLR}, volume = {202}, pages = {26670--26698}, year = {2023},
   eprint = {2303.06349}, archiveprefix = {arXiv}}""",
-        lessons={"07": "further reading: the linear recurrent unit (LRU) that makes exact RTRL affordable"}),
+        lessons={"07": "further reading, taken up in lesson 8: the linear recurrent unit (LRU) that makes exact RTRL affordable",
+                 "08": "the LRU layer: λ = exp(−exp ν + i exp θ), γ = sqrt(1 − |λ|²), the ring initialisation, "
+                       "and its stacks"}),
 }
 
 # Sphinx's configuration, written into the source folder (so `python -m sphinx` can rebuild from
@@ -394,13 +402,14 @@ def index_page(lessons: list[tuple[str, str]], roadmap: dict[str, dict], referen
         rows.append("| " + " | ".join(cell.replace("|", "\\|") for cell in cells) + " |")
     toc = "\n".join(stem for stem, _ in lessons)
     reference = "\n".join(reference)
-    return f"""# KF-RTRL and its family: a course in seven notebooks
+    return f"""# KF-RTRL and its family: a course in eight notebooks
 
 Recurrent networks that learn **online** — one update per time step, no stored history — need the
 influence of every parameter on the state, carried forward in time. Real-time recurrent learning
 (RTRL) carries it exactly, at a price no large network can pay. These lessons build RTRL, then the
 Kronecker-factored approximation KF-RTRL and its family (UORO, OK-r, KF-AVG-k, SnAp-1), measure how
-noisy and how costly each is, and train them on the papers' benchmarks.
+noisy and how costly each is, train them on the papers' benchmarks, and end with the case where exact
+RTRL is cheap: diagonal recurrences (the LRU) and their stacks learned layer by layer.
 
 Every page here was produced by executing the notebooks (`make reports`); nothing on it needs a
 network or a running kernel. The interactive explorers are precomputed: move their sliders in

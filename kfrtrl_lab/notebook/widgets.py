@@ -340,3 +340,37 @@ def cost_model_explorer(methods=("rtrl", "kf-rtrl", "ok-16", "kf-avg-16", "uoro"
     controls = {"n": _slider((32, 64, 128, 256, 512, 1024), 256, "n"),
                 "batch": _slider((1, 8, 16, 32, 64, 128), 32, "B")}
     return Explorer(controls, draw)
+
+
+# -- notebook 8 -----------------------------------------------------------------------------------
+
+#: the explorer's methods: a label -> (cell of every layer, estimator of every layer)
+STACK_METHODS = {"lru + rtrl": ("lru", "rtrl"), "rhn + rtrl": ("rhn", "rtrl"), "rhn + snap-1": ("rhn", "snap-1"),
+                 "rhn + kf-rtrl": ("rhn", "kf-rtrl")}
+
+
+def depth_explorer(depth_options=(1, 2, 3, 4), rings=tuple(ex.LAMBDA_RINGS), methods=tuple(STACK_METHODS),
+                   T: int = 30, width: int = 8, hidden: int = 8, seed: int = 0, depth: int = 4,
+                   ring: str = "0.9–0.999", method: str = "lru + rtrl") -> Explorer:
+    """The layer-wise gradient's relative error against BPTT through the whole stack, for stacks of
+    1 … ``depth`` layers (float64, one one-hot sequence of length T), per parameter group; sliders for
+    the deepest stack, the ring of |λ| (the LRU's; an RHN stack ignores it) and the cell + method of
+    every layer. A stochastic method (kf-rtrl) shows one draw: its noise and its bias together."""
+    for name, value, options in (("depth", depth, depth_options), ("ring", ring, rings), ("method", method, methods)):
+        if value not in options:
+            raise ValueError(f"{name} must be one of {list(options)}, got {value!r}")
+    unknown = [m for m in methods if m not in STACK_METHODS]
+    if unknown:
+        raise ValueError(f"methods must be among {list(STACK_METHODS)}, got {unknown}")
+
+    def draw(depth, ring, method):
+        cell, estimator = STACK_METHODS[method]
+        depths = [L for L in depth_options if L <= depth]
+        rows = ex.layerwise_bias_by_depth(depths, cell, estimator, width, hidden, T, ring, seed=seed)
+        where = f"|λ| on [{ring.replace('–', ', ')}]" if cell == "lru" else "the RHN ignores the ring"
+        return figures.depth_bias_figure(rows, title=f"Layer-wise {estimator} on a stack of {cell.upper()} layers "
+                                                     f"({where}), T={T}")
+
+    controls = {"depth": _slider(depth_options, depth, "deepest L"), "ring": _slider(rings, ring, "|λ| ring"),
+                "method": _slider(methods, method, "method")}
+    return Explorer(controls, draw)

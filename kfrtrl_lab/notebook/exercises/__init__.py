@@ -1,4 +1,4 @@
-"""Checkers for the lessons' exercises: one module a lesson (``lesson01`` … ``lesson07``).
+"""Checkers for the lessons' exercises: one module a lesson (``lesson01`` … ``lesson08``).
 
 An exercise in a notebook is three kinds of cell, in this order:
 
