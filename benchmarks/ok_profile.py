@@ -52,7 +52,9 @@ def main(argv=None) -> None:
     g = torch.Generator().manual_seed(2)
     H = torch.randn(args.batch, args.hidden, args.hidden, generator=g)
     A = torch.randn(args.batch, args.hidden, 2 * args.hidden, generator=g)
-    At = est.At.view(args.batch, -1, est.At.shape[-1]) if hasattr(est, "At") else None
+    # OK keeps its A's factored (est.At would be a fresh copy): its M buffer has the A's shape and place
+    stack = getattr(est, "_M", None) if hasattr(est, "_M") else getattr(est, "At", None)
+    At = stack.view(args.batch, -1, stack.shape[-1]) if stack is not None else None
     out = torch.empty_like(At) if At is not None else None
 
     def bare():

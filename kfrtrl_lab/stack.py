@@ -52,6 +52,7 @@ from torch import nn
 from .analysis import relative_error
 from .cells import make_cell
 from .estimators import make_estimator, parse_method
+from .estimators.base import scale_lanes
 from .model import Layer
 from .random import stream_key
 
@@ -261,7 +262,7 @@ class LayerwiseLearner:
     def _step(self, x, targets, keep, check, per_lane=False):
         self.gradient_ready = False
         self.steps += 1
-        states_prev = [est.state if keep is None else est.state * keep.view(-1, *([1] * (est.state.dim() - 1)))
+        states_prev = [est.state if keep is None else scale_lanes(est.state, keep)
                        for est in self.estimators]
         with torch.enable_grad():
             # (1) the one-step pass from fixed s^l_{t-1}: the recurrent parameters are not asked for

@@ -247,8 +247,12 @@ def test_step_with_cotangent_checks_its_inputs():
     x = torch.zeros(2, 3, dtype=torch.float64)
     with pytest.raises(ValueError, match="complex tensor shaped like the state"):
         est.step_with_cotangent(x, torch.zeros(2, 5, dtype=torch.float64))
-    with pytest.raises(ValueError, match=r"x must be a tensor of shape \(2, 3\)"):
+    with pytest.raises(ValueError, match=r"x must be a tensor of shape \(batch=2"):
         est.step_with_cotangent(x[:, :2], torch.zeros(2, 5, dtype=torch.complex128))
+    with pytest.raises(ValueError, match=r"keep must be None or a tensor of shape \(2,\)"):
+        est.step_with_cotangent(x, torch.zeros(2, 5, dtype=torch.complex128), torch.ones(2, 1, dtype=torch.float64))
+    with pytest.raises(ValueError, match="x must have the layer's dtype"):
+        est.step_with_cotangent(x.float(), torch.zeros(2, 5, dtype=torch.complex128))
 
 
 # -- training ------------------------------------------------------------------------------------
@@ -352,3 +356,29 @@ def test_ptb_scoring_and_sampling_read_the_lru_output():
         total += model.lane_losses(model.cell.layer_output(x, h), streams[:, t + 1]).sum().item()
     assert bpc == pytest.approx(total / (4 * (streams.shape[1] - 1)) / math.log(2), rel=1e-9)
     assert generate_text(model, Vocabulary(list("abcde_")), length=5, prime="ab")[:2] == "ab"
+
+
+@pytest.mark.parametrize("method", ["ok-2", "ok-3-official", "kf-avg-2", "kf-rtrl", "uoro", "snap-1"])
+def test_kronecker_methods_refuse_the_lru_by_their_own_name(method):
+    with pytest.raises(ValueError, match=rf"method '{method}' needs a Kronecker-class cell"):
+        kl.make_estimator(method, kl.RecurrentModel(kl.LRU(3, 4), 3), 2)
+
+
+def test_a_cell_of_neither_class_is_refused_clearly():
+    class Odd(torch.nn.Module):  # the layer contract's methods, but neither a Kronecker nor a diagonal cell
+        output_width = 2
+
+        def zero_state(self, B):
+            return torch.zeros(B, 2)
+
+        def forward(self, x, s):
+            return s
+
+        def layer_output(self, x, s):
+            return s
+
+        def recurrent_parameters(self):
+            return [torch.nn.Parameter(torch.zeros(2))]
+
+    with pytest.raises(ValueError, match="Kronecker-class cell .* or a diagonal one"):
+        kl.make_estimator("kf-rtrl", kl.Layer(Odd()), 2)

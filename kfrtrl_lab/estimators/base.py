@@ -28,7 +28,7 @@ import math
 import torch
 from torch import nn
 
-from ..cells import LRU, Cell, CellStep, is_diagonal
+from ..cells import LRU, Cell, CellStep, is_diagonal, is_kronecker
 from ..model import RecurrentModel
 from ..random import ESTIMATOR, CounterRandom
 
@@ -77,6 +77,9 @@ class Estimator:
         self.cell = model.cell
         # only a RecurrentModel has the readout that step() reads; a stack's layer has none
         self.has_readout = isinstance(model, RecurrentModel)
+        if not (is_kronecker(self.cell) or is_diagonal(self.cell)):
+            raise ValueError(f"the cell must be a Kronecker-class cell (a kfrtrl_lab.Cell: rhn, tanh, lstm) or a "
+                             f"diagonal one (the LRU), got {type(self.cell).__name__}")
         if is_diagonal(self.cell) and not self.supports_diagonal:
             raise ValueError(f"method {self.name!r} needs a Kronecker-class cell (rhn, tanh, lstm): it works on "
                              f"x̂_t ⊗ D_t, which the LRU does not have; with the LRU use "
@@ -218,15 +221,19 @@ class Estimator:
 
     def _check_cotangent_inputs(self, x, dl_ds, keep) -> None:
         B = self.batch_size
-        if not isinstance(x, torch.Tensor) or x.dim() != 2 or x.shape[0] != B:
+        m = self.cell.input_size
+        if not isinstance(x, torch.Tensor) or x.dim() != 2 or x.shape != (B, m):
             got = tuple(x.shape) if isinstance(x, torch.Tensor) else type(x).__name__
-            raise ValueError(f"x must be a tensor of shape (batch={B}, input width), got {got}")
+            raise ValueError(f"x must be a tensor of shape (batch={B}, input width={m}), got {got}")
         if x.dtype != self.dtype or x.device != self.device:
             raise ValueError(f"x must have the layer's dtype {self.dtype} and device {self.device}, got {x.dtype} "
                              f"on {x.device}")
         if not isinstance(dl_ds, torch.Tensor) or dl_ds.shape != self.state.shape:
             got = tuple(dl_ds.shape) if isinstance(dl_ds, torch.Tensor) else type(dl_ds).__name__
             raise ValueError(f"dl_ds (∂L_t/∂s_t) must have the state's shape {tuple(self.state.shape)}, got {got}")
+        if dl_ds.dtype != self.state.dtype or dl_ds.device != self.device:
+            raise ValueError(f"dl_ds (∂L_t/∂s_t) must have the state's dtype {self.state.dtype} and device {self.device}, "
+                             f"got {dl_ds.dtype} on {dl_ds.device}")
         if keep is not None and (not isinstance(keep, torch.Tensor) or keep.shape != (B,)):
             got = tuple(keep.shape) if isinstance(keep, torch.Tensor) else type(keep).__name__
             raise ValueError(f"keep must be None or a tensor of shape ({B},) (0: the lane restarts), got {got}")
@@ -312,7 +319,8 @@ class Estimator:
             return
         rows = self._finite_rows[:written]
         if math.isfinite(rows.sum()):  # a NaN/Inf in any row makes the sum non-finite (an overflow
-            return  # of finite rows only sends them through the exact test below, which records nothing)
+            return  # of this total alone sends the rows through the test below, which then finds nothing; a row's own
+            # sum can overflow too — entries near the float maximum — and is then read as non-finite, as on a GPU)
         B = self.batch_size
         state_ok, loss_ok = rows[:, :B].isfinite(), rows[:, B:2 * B].isfinite()  # (k, B)
         quantity_bad = ~torch.stack([state_ok.all(1), loss_ok.all(1), rows[:, 2 * B].isfinite()])  # (3, k)

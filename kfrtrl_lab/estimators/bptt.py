@@ -44,9 +44,7 @@ class BPTT(Estimator):
         return self._window_step(x, targets, keep * self._take_keep(), check=False)
 
     def _window_step(self, x, targets, keep, check):
-        self.gradient_ready = False
-        self.steps += 1
-        self._step_counter.add_(1)
+        self._begin_step()
         with torch.enable_grad():
             state = self.cell(x, scale_lanes(self.state, keep))
             losses = self.model.lane_losses(self.cell.layer_output(x, state), targets)

@@ -26,8 +26,8 @@ class KFAverage(KroneckerSum):
         if not isinstance(k, int) or isinstance(k, bool) or k < 1:
             raise ValueError(f"k must be a positive int, got {k!r}")
         self.pairs, self.weight = k, float(k)
+        self.name = f"kf-avg-{k}"  # before the base checks, which name the method
         super().__init__(model, batch_size, **kwargs)
-        self.name = f"kf-avg-{k}"
 
     def _init_influence(self):
         super()._init_influence()

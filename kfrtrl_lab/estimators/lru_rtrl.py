@@ -85,9 +85,7 @@ class LRURTRL(Estimator):
         return torch.cat(parts)
 
     def _core_step(self, x, targets, keep, per_lane):
-        self.gradient_ready = False
-        self.steps += 1
-        self._step_counter.add_(1)
+        self._begin_step()
         c = self.cell
         with torch.no_grad():
             self._advance(x, keep)
@@ -128,18 +126,12 @@ class LRURTRL(Estimator):
                                  per_lane: bool = True, check: bool = True) -> torch.Tensor:
         """:meth:`step_with_cotangent` without touching ``.grad``: the flat recurrent gradient, per lane
         (L, P) or summed (``per_lane=False``, (P,))."""
-        c = self.cell
-        if not isinstance(x, torch.Tensor) or x.shape != (self.batch_size, c.input_size):
-            raise ValueError(f"x must be a tensor of shape ({self.batch_size}, {c.input_size}), got "
-                             f"{tuple(x.shape) if isinstance(x, torch.Tensor) else type(x).__name__}")
-        if not isinstance(dl_ds, torch.Tensor) or dl_ds.shape != self.state.shape or not dl_ds.is_complex():
+        if isinstance(dl_ds, torch.Tensor) and not dl_ds.is_complex():
             raise ValueError(f"dl_ds must be a complex tensor shaped like the state {tuple(self.state.shape)} "
-                             f"(∂L/∂Re h + i·∂L/∂Im h), got "
-                             f"{(tuple(dl_ds.shape), dl_ds.dtype) if isinstance(dl_ds, torch.Tensor) else type(dl_ds).__name__}")
+                             f"(∂L/∂Re h + i·∂L/∂Im h), got {dl_ds.dtype}")
+        self._check_cotangent_inputs(x, dl_ds, keep)
         keep = self._take_keep() if keep is None else keep.to(self.dtype) * self._take_keep()
-        self.gradient_ready = False
-        self.steps += 1
-        self._step_counter.add_(1)
+        self._begin_step()
         with torch.no_grad():
             self._advance(x, keep)
             dl_ds = dl_ds.detach().to(self.state.dtype)

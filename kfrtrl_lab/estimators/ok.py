@@ -60,8 +60,8 @@ class OK(KroneckerSum):
         if not isinstance(r, int) or isinstance(r, bool) or r < 1:
             raise ValueError(f"r must be a positive int, got {r!r}")
         self.pairs = r
+        self.name = self.name.replace("<r>", str(r))  # before the base checks, which name the method
         super().__init__(model, batch_size, **kwargs)
-        self.name = self.name.replace("<r>", str(r))
 
     #: bytes of A's and M's a block of lanes may hold so that it stays in a CPU's last-level cache
     #: from the product H_t A_i to the Gram and the gradient rows that read it again (see _advance)
@@ -126,7 +126,7 @@ class OK(KroneckerSum):
                 torch.bmm(g[lo:hi, None, :], Mb.transpose(1, 2), out=self._rows_M[lo:hi].view(hi - lo, 1, -1))
         u = self.u * step.keep_factor[:, None, None]  # a reset lane's pairs are gone (M_i = 0 there too)
         V = torch.cat([u, step.x_hat[:, None]], dim=1).transpose(1, 2)  # (L, a, r+1)
-        cross = (M_on_d * D_nonzeros_stacked(M.new_ones(L, 1), step.d)).sum(dim=(2, 3, 4))  # ⟨M_i, D_t⟩
+        cross = (M_on_d * step.d.permute(0, 2, 1, 3)[:, None]).sum(dim=(2, 3, 4))  # ⟨M_i, D_t⟩ (sparse_D_inner)
         self.u, coef_m = self._reduce(V, self._gram(step, cross))
         self._coef, self._coef_d, self._d = coef_m[:, :, :r].contiguous(), coef_m[:, :, r].contiguous(), step.d
         self._rows_for = g
