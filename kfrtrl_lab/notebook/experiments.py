@@ -179,16 +179,23 @@ def _last_step_gradient(model: RecurrentModel, x: torch.Tensor, y: torch.Tensor)
 
 # -- notebook 2: the Kronecker factorisation ---------------------------------------------------
 
+def _random_point(cell, seed: int):
+    """(x_t, s_{t-1}, the CellStep) at a random point of ``cell`` (float64, one lane, every slot = a
+    tanh-squashed h_{t-1}): where notebook 2 compares the package's Jacobians with autograd's."""
+    g = torch.Generator().manual_seed(seed + 1)
+    x = torch.randn(1, cell.input_size, generator=g, dtype=torch.float64)
+    h_prev = torch.randn(1, cell.hidden_size, generator=g, dtype=torch.float64).tanh()
+    state_prev = torch.stack([h_prev] * cell.slots, dim=1)
+    with torch.no_grad():
+        step = cell.step(x, state_prev)
+    return x, state_prev, step
+
+
 def immediate_jacobian_check(cell: str = "rhn", hidden_size: int = 5, seed: int = 0) -> dict:
     """max |∂s_t/∂W (autograd) − x̂_t ⊗ D_t| at a random point (F_t, algorithms.md section 2)."""
     model = random_model(cell, hidden_size=hidden_size, init_std=0.5, seed=seed)
     c = model.cell
-    g = torch.Generator().manual_seed(seed + 1)
-    x = torch.randn(1, c.input_size, generator=g, dtype=torch.float64)
-    h_prev = torch.randn(1, c.hidden_size, generator=g, dtype=torch.float64).tanh()
-    state_prev = torch.stack([h_prev] * c.slots, dim=1)
-    with torch.no_grad():
-        step = c.step(x, state_prev)
+    x, state_prev, step = _random_point(c, seed)
     F = torch.autograd.functional.jacobian(
         lambda W: torch.func.functional_call(c, {"weight": W}, (x, state_prev))[0].flatten(), c.weight.detach())
     kron = torch.einsum("i,jc->jic", step.x_hat[0], step.D_dense()[0])
@@ -244,18 +251,13 @@ def kron_convention_check(cell: str = "rhn", hidden_size: int = 4, input_size: i
     docs/notation.md: (x̂ ⊗ D)[i, a'·r_g n + c] = x̂_{a'} D[i, c]."""
     model = random_model(cell, input_size=input_size, hidden_size=hidden_size, init_std=0.5, seed=seed)
     c = model.cell
-    g = torch.Generator().manual_seed(seed + 1)
-    x = torch.randn(1, c.input_size, generator=g, dtype=torch.float64)
-    h_prev = torch.randn(1, c.hidden_size, generator=g, dtype=torch.float64).tanh()
-    state_prev = torch.stack([h_prev] * c.slots, dim=1)
-    with torch.no_grad():
-        step = c.step(x, state_prev)
+    x, state_prev, step = _random_point(c, seed)
     W = c.weight.detach()
     F = torch.autograd.functional.jacobian(
         lambda w: torch.func.functional_call(c, {"weight": w}, (x, state_prev)).flatten(), W)
     H = torch.autograd.functional.jacobian(lambda s: c(x, s.view_as(state_prev)).flatten(), state_prev.flatten())
     return {"cell": cell, "x_hat": step.x_hat[0], "D": step.D_dense()[0], "H": step.H_dense()[0],
-            "F_autograd": F.reshape(c.state_size, -1), "H_autograd": H, "h_prev": h_prev[0],
+            "F_autograd": F.reshape(c.state_size, -1), "H_autograd": H, "h_prev": state_prev[0, 0],
             "z": c.preactivation(step.x_hat)[0].detach(), "W": W, "input_size": c.input_size}
 
 
