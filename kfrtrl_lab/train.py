@@ -196,7 +196,7 @@ def estimate_memory(config: RunConfig) -> dict:
     task_cls = TASKS[config.task]
     return run_memory(config.method, config.cell, *task_cls.config_sizes(config), config.hidden,
                       config.batch, task_bytes=task_cls.buffer_bytes(config), layers=config.layers,
-                      width=config.width)
+                      width=config.width, device=config.device)
 
 
 def available_memory(device: str) -> int | None:
