@@ -427,13 +427,16 @@ class Estimator:
         return f"{type(self).__name__}(method={self.name!r}, batch_size={self.batch_size}, cell={self.cell!r})"
 
 
-def check_inputs(model: RecurrentModel, x, targets, lanes: int | None = None) -> None:
+def check_inputs(model, x, targets, lanes: int | None = None) -> None:
     """Raise ValueError unless ``x`` is (B, m) — or (T, m) with ``lanes`` None, a sequence — in the
-    model's dtype and device and ``targets`` the matching int64 class indices in [0, k)."""
-    if not isinstance(model, RecurrentModel):
-        raise ValueError(f"model must be a kfrtrl_lab.RecurrentModel, got {type(model).__name__}")
+    model's dtype and device and ``targets`` the matching int64 class indices in [0, k). ``model``: a
+    :class:`RecurrentModel` or a stack (:class:`kfrtrl_lab.StackedModel`)."""
+    from ..stack import StackedModel  # the stack is built on the estimators: imported when first needed
+
+    if not isinstance(model, (RecurrentModel, StackedModel)):
+        raise ValueError(f"model must be a kfrtrl_lab.RecurrentModel or StackedModel, got {type(model).__name__}")
     m, k = model.input_size, model.output_size
-    weight = model.cell.recurrent_parameters()[0]
+    weight = next(model.parameters())
     if lanes is None:  # a sequence: rows are time steps
         rows, what, size = "T", "inputs", None
     else:
