@@ -170,12 +170,13 @@ class StackedModel(nn.Module):
 
 
 def make_stack(cell: str, input_size: int, output_size: int, layers: int, width: int, hidden: int,
-               mixer: str = "glu", norm: bool = False) -> StackedModel:
-    """A :class:`StackedModel` of ``layers`` cells named ``cell`` (``rhn``, ``tanh``, ``lstm``), each
-    with ``hidden`` units reading width ``width``."""
+               mixer: str = "glu", norm: bool = False, cell_options: dict | None = None) -> StackedModel:
+    """A :class:`StackedModel` of ``layers`` cells named ``cell`` (``rhn``, ``tanh``, ``lstm``, ``lru``),
+    each with ``hidden`` units reading width ``width`` (``cell_options``: keyword arguments of every
+    cell, e.g. the LRU's ``r_min``, ``r_max``, ``max_phase``)."""
     if not isinstance(layers, int) or isinstance(layers, bool) or layers < 1:
         raise ValueError(f"layers must be a positive int, got {layers!r}")
-    cells = [make_cell(cell, width, hidden) for _ in range(layers)]
+    cells = [make_cell(cell, width, hidden, **(cell_options or {})) for _ in range(layers)]
     return StackedModel(cells, input_size, output_size, width, mixer=mixer, norm=norm)
 
 

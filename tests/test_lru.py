@@ -288,6 +288,32 @@ def test_a_kronecker_method_with_the_lru_is_refused_before_the_run(tmp_path):
         RunConfig(task="copy", cell="lru", method="kf-rtrl")
 
 
+def test_train_sets_the_lru_rings_from_its_options(tmp_path, capsys):
+    from kfrtrl_lab.__main__ import main
+    from kfrtrl_lab.train import RunConfig, build
+
+    for layers in (1, 2):
+        config = RunConfig(task="copy", cell="lru", method="rtrl", hidden=64, batch=2, layers=layers,
+                           lru_r_min=0.9, lru_r_max=0.999, lru_max_phase=0.314)
+        model = build(config)[0]
+        for cell in ([model.cell] if layers == 1 else list(model.cells)):
+            lam = cell.eigenvalues()
+            assert (lam.abs() >= 0.9 - 1e-6).all() and (lam.abs() <= 0.999 + 1e-6).all()
+            assert (lam.angle().abs() <= 0.314 + 1e-6).all()
+    with pytest.raises(ValueError, match="0 <= r_min < r_max <= 1, got r_min=0.99, r_max=0.9"):
+        RunConfig(task="copy", cell="lru", method="rtrl", lru_r_min=0.99, lru_r_max=0.9)
+    with pytest.raises(ValueError, match="--lru-r-min sets the LRU's initial eigenvalues; --cell rhn does not read it"):
+        RunConfig(task="copy", cell="rhn", lru_r_min=0.5)
+    out = tmp_path / "ring"
+    args = ["train", "copy", "--cell", "lru", "--method", "rtrl", "--hidden", "8", "--batch", "2", "--steps", "20",
+            "--lru-r-min", "0.5", "--lru-r-max", "0.6", "--out", str(out), "--no-progress"]
+    assert main(args) == 0
+    saved = torch.load(out / "checkpoint.pt", weights_only=False)["config"]
+    assert (saved["lru_r_min"], saved["lru_r_max"], saved["lru_max_phase"]) == (0.5, 0.6, 6.28)
+    assert main(["train", "copy", "--out", str(out), "--resume", "--steps", "30", "--no-progress"]) == 0
+    capsys.readouterr()
+
+
 # -- the LRU paper's copy task (copy-pad) ------------------------------------------------------------
 def test_padded_copy_sequences_follow_the_official_layout():
     from kfrtrl_lab.tasks import PaddedCopyTask
