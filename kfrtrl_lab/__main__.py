@@ -113,7 +113,7 @@ def parser() -> argparse.ArgumentParser:
                                        "cost", description="Executes the certificate notebook for METHOD and writes "
                                        "OUT/certificate-METHOD-CELL.html.")
     z.add_argument("method", help="a registered estimator (see 'methods'), or one registered by --plugin")
-    z.add_argument("--cell", default="rhn", help="rhn, tanh or lstm (default: rhn)")
+    z.add_argument("--cell", default="rhn", help="rhn, tanh, lstm, or lru for a method that supports it (default: rhn)")
     z.add_argument("--plugin", default=None, help="a .py file that registers the method with kl.register_method")
     z.add_argument("--profile", choices=["quick", "full"], default="full", help="quick: small sizes (default: full)")
     z.add_argument("--out", default="certificates", help="folder for the page (default: certificates)")

@@ -383,6 +383,14 @@ def layerwise_gradient_samples(model: StackedModel, inputs: torch.Tensor, target
     return total
 
 
+def recurrent_gradient_vector(model: StackedModel, gradients: dict[str, torch.Tensor]) -> torch.Tensor:
+    """θ_rec's entries of a {name: gradient} dict (:func:`layerwise_gradient`, :func:`stack_true_gradient`),
+    flattened in the order of ``model.recurrent_parameters()``: the columns of
+    :func:`layerwise_gradient_samples`."""
+    names = {id(p): n for n, p in model.named_parameters()}
+    return torch.cat([gradients[names[id(p)]].reshape(-1) for p in model.recurrent_parameters()])
+
+
 def parameter_groups(model: StackedModel) -> dict[str, list[str]]:
     """Names of the trainable parameters in each group the bias is reported for:
 

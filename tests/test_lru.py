@@ -358,13 +358,6 @@ def test_the_lru_trains_on_copy_pad(tmp_path, method):
     assert rows[-1]["loss_bits"] < 0.8 * rows[0]["loss_bits"] and rows[-1]["recall_bits"] is not None
 
 
-def test_certify_says_why_it_does_not_cover_the_lru(tmp_path):
-    from kfrtrl_lab.notebook.certificate import certify
-
-    with pytest.raises(ValueError, match="Kronecker-class cells.*tests/test_lru.py.*step_cost.py"):
-        certify("rtrl", tmp_path, cell="lru")
-
-
 def test_ptb_scoring_and_sampling_read_the_lru_output():
     from kfrtrl_lab.tasks.ptb import evaluate_bpc, generate_text
     from kfrtrl_lab.tasks.ptb_data import Vocabulary
