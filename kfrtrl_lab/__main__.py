@@ -130,7 +130,7 @@ def _add_sweep_parser(sub) -> None:
                                      "finished runs and resumes the others.")
     actions = w.add_subparsers(dest="action", required=True)
     r = actions.add_parser("run", help="run the spec's runs that are not finished (resume those with a checkpoint)")
-    s = actions.add_parser("status", help="a table: run, state, step, last metric, steps/s, host")
+    s = actions.add_parser("status", help="a table: run, state, step, last metric, steps/s, time left (running runs), host")
     c = actions.add_parser("collect", help="copy the runs' summaries to RESULTS/<task>/<name>.json, where 'compare' "
                                            "reads them")
     for a in (r, s, c):
