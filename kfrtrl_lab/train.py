@@ -83,8 +83,8 @@ class RunConfig:
     lru_r_min: float = _opt("lru: |λ| of the eigenvalues starts uniform on the ring [r_min, r_max] (the LRU paper's "
                             "long memory: 0.9 to 0.999)", default=0.0)
     lru_r_max: float = _opt("lru: the ring's outer radius (see --lru-r-min)", default=1.0)
-    lru_max_phase: float = _opt("lru: the eigenvalues' phases start uniform on [0, max_phase] (the LRU paper: "
-                                "0.314 for its long-range tasks)", default=6.28)
+    lru_max_phase: float = _opt("lru: the eigenvalues' phases start uniform on [0, max_phase] (a small range, "
+                                "e.g. 0.314 ≈ π/10, starts every unit rotating slowly)", default=6.28)
 
     def __post_init__(self):
         # names first: a typo must not cost a data download
