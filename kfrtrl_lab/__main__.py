@@ -113,7 +113,7 @@ def parser() -> argparse.ArgumentParser:
                                        "cost", description="Executes the certificate notebook for METHOD and writes "
                                        "OUT/certificate-METHOD-CELL.html.")
     z.add_argument("method", help="a registered estimator (see 'methods'), or one registered by --plugin")
-    z.add_argument("--cell", default="rhn", help="rhn, tanh or lstm (default: rhn)")
+    z.add_argument("--cell", default="rhn", help="rhn, tanh, lstm, or lru for a method that supports it (default: rhn)")
     z.add_argument("--plugin", default=None, help="a .py file that registers the method with kl.register_method")
     z.add_argument("--profile", choices=["quick", "full"], default="full", help="quick: small sizes (default: full)")
     z.add_argument("--out", default="certificates", help="folder for the page (default: certificates)")
@@ -130,7 +130,7 @@ def _add_sweep_parser(sub) -> None:
                                      "finished runs and resumes the others.")
     actions = w.add_subparsers(dest="action", required=True)
     r = actions.add_parser("run", help="run the spec's runs that are not finished (resume those with a checkpoint)")
-    s = actions.add_parser("status", help="a table: run, state, step, last metric, steps/s, host")
+    s = actions.add_parser("status", help="a table: run, state, step, last metric, steps/s, time left (running runs), host")
     c = actions.add_parser("collect", help="copy the runs' summaries to RESULTS/<task>/<name>.json, where 'compare' "
                                            "reads them")
     for a in (r, s, c):

@@ -21,6 +21,7 @@ import torch.nn.functional as F
 
 from .cells import make_cell
 from .estimators import make_estimator
+from .estimators.base import meta_layout
 from .model import RecurrentModel
 
 
@@ -54,7 +55,7 @@ def state_bytes(est, bookkeeping: bool = True) -> int:
 
 
 def run_memory(method: str, cell: str, input_size: int, output_size: int, hidden_size: int, batch_size: int,
-               task_bytes: int = 0, layers: int = 1, width: int | None = None) -> dict:
+               task_bytes: int = 0, layers: int = 1, width: int | None = None, device: str = "cpu") -> dict:
     """About how many bytes a training run holds, by part: the estimator's state between steps
     (:func:`state_bytes`) counted twice, as a step builds the next state before the old one goes;
     the model's parameters four times (weights, gradients, Adam's two moments); the task's buffers.
@@ -62,8 +63,10 @@ def run_memory(method: str, cell: str, input_size: int, output_size: int, hidden
     far beyond the machine is measured in milliseconds. Full BPTT's graph of a sequence is not
     counted (it grows with the sequence, not with the state). ``layers`` ≥ 2: a stack of residual
     width ``width`` (default ``hidden_size``), one estimator per layer; the autograd pass of one step
-    is not counted (a few activations per layer, small beside an influence estimate)."""
-    with torch.device("meta"):
+    is not counted (a few activations per layer, small beside an influence estimate). ``device``: the
+    device the run is for, whose work buffers differ (OK-r holds a block of A's sized to a CPU's cache,
+    a whole batch of them on a GPU; a CPU keeps a table of finiteness sums)."""
+    with torch.device("meta"), meta_layout(torch.device(device).type):
         try:
             if layers == 1:
                 model = RecurrentModel(make_cell(cell, input_size, hidden_size), output_size)

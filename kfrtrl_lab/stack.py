@@ -52,7 +52,7 @@ from torch import nn
 from .analysis import relative_error
 from .cells import make_cell
 from .estimators import make_estimator, parse_method
-from .estimators.base import scale_lanes
+from .estimators.base import check_inputs, scale_lanes
 from .model import Layer
 from .random import stream_key
 
@@ -170,12 +170,13 @@ class StackedModel(nn.Module):
 
 
 def make_stack(cell: str, input_size: int, output_size: int, layers: int, width: int, hidden: int,
-               mixer: str = "glu", norm: bool = False) -> StackedModel:
-    """A :class:`StackedModel` of ``layers`` cells named ``cell`` (``rhn``, ``tanh``, ``lstm``), each
-    with ``hidden`` units reading width ``width``."""
+               mixer: str = "glu", norm: bool = False, cell_options: dict | None = None) -> StackedModel:
+    """A :class:`StackedModel` of ``layers`` cells named ``cell`` (``rhn``, ``tanh``, ``lstm``, ``lru``),
+    each with ``hidden`` units reading width ``width`` (``cell_options``: keyword arguments of every
+    cell, e.g. the LRU's ``r_min``, ``r_max``, ``max_phase``)."""
     if not isinstance(layers, int) or isinstance(layers, bool) or layers < 1:
         raise ValueError(f"layers must be a positive int, got {layers!r}")
-    cells = [make_cell(cell, width, hidden) for _ in range(layers)]
+    cells = [make_cell(cell, width, hidden, **(cell_options or {})) for _ in range(layers)]
     return StackedModel(cells, input_size, output_size, width, mixer=mixer, norm=norm)
 
 
@@ -320,7 +321,7 @@ class LayerwiseLearner:
             est.load_state_dict(s)
 
     def _check_inputs(self, x, targets) -> None:
-        check_sequence(self.model, x, targets, rows=self.batch_size)
+        check_inputs(self.model, x, targets, lanes=self.batch_size)
 
     def __repr__(self) -> str:
         return f"LayerwiseLearner(methods={self.methods}, batch_size={self.batch_size}, layers={self.model.layers})"
@@ -333,36 +334,12 @@ def raise_nonfinite(name: str, step: int):
                          f"or clip gradients)", step=step)
 
 
-def check_sequence(model: StackedModel, x, targets, rows: int | None = None) -> None:
-    """ValueError unless ``x`` is (rows, m) in the model's dtype and device (rows: any T >= 1 when
-    None) and ``targets`` the matching int64 class indices in [0, k)."""
-    m, k = model.input_size, model.output_size
-    ref = model.readout.weight
-    what = "x" if rows is not None else "inputs"
-    if not isinstance(x, torch.Tensor) or x.dim() != 2 or x.shape[1] != m or x.shape[0] < 1 or (
-            rows is not None and x.shape[0] != rows):
-        got = tuple(x.shape) if isinstance(x, torch.Tensor) else type(x).__name__
-        raise ValueError(f"{what} must be a float tensor of shape ({rows if rows is not None else 'T'}, "
-                         f"input_size={m}), got {got}")
-    if x.dtype != ref.dtype or x.device != ref.device:
-        raise ValueError(f"{what} must have the model's dtype {ref.dtype} and device {ref.device}, got {x.dtype} "
-                         f"on {x.device}")
-    if not isinstance(targets, torch.Tensor) or targets.shape != (x.shape[0],) or targets.dtype != torch.long:
-        got = (tuple(targets.shape), targets.dtype) if isinstance(targets, torch.Tensor) else type(targets).__name__
-        raise ValueError(f"targets must be an int64 tensor of shape ({x.shape[0]},), got {got}")
-    if targets.device != ref.device:
-        raise ValueError(f"targets must be on the model's device {ref.device}, got {targets.device}")
-    if targets.min() < 0 or targets.max() >= k:
-        raise ValueError(f"targets must lie in [0, {k}) (output_size={k}), got values in "
-                         f"[{int(targets.min())}, {int(targets.max())}]")
-
-
 # -- analysis on one sequence ------------------------------------------------------------------
 def stack_true_gradient(model: StackedModel, inputs: torch.Tensor, targets: torch.Tensor) -> dict[str, torch.Tensor]:
     """dL/dθ for every trainable parameter by full BPTT through the whole stack over the sequence,
     L = Σ_t cross-entropy(logits_t, target_t) from s^l_0 = 0: {name: gradient}. Leaves ``.grad``
     untouched. Use float64 to compare with the online gradients."""
-    check_sequence(model, inputs, targets)
+    check_inputs(model, inputs, targets)
     names, params = zip(*[(n, p) for n, p in model.named_parameters() if p.requires_grad])
     with torch.enable_grad():
         states, loss = model.zero_states(1), 0.0
@@ -377,7 +354,7 @@ def layerwise_gradient(model: StackedModel, inputs: torch.Tensor, targets: torch
                        seed: int = 0) -> dict[str, torch.Tensor]:
     """dL/dθ for every trainable parameter by layer-wise online learning (one lane, losses summed)
     over the sequence: {name: gradient}, on a private copy of the model (``.grad`` untouched)."""
-    check_sequence(model, inputs, targets)
+    check_inputs(model, inputs, targets)
     private = copy.deepcopy(model)
     private.zero_grad(set_to_none=True)
     learner = LayerwiseLearner(private, methods, 1, reduction="sum", seed=seed)
@@ -394,7 +371,7 @@ def layerwise_gradient_samples(model: StackedModel, inputs: torch.Tensor, target
     batched run, each with its own random signs (independent draws for a stochastic method). The
     immediate parameters' gradients are not random (the forward pass does not depend on the
     estimator) and are left out."""
-    check_sequence(model, inputs, targets)
+    check_inputs(model, inputs, targets)
     if not isinstance(samples, int) or isinstance(samples, bool) or samples < 1:
         raise ValueError(f"samples must be a positive int, got {samples!r}")
     learner = LayerwiseLearner(model, methods, samples, reduction="sum", seed=seed)
@@ -404,6 +381,14 @@ def layerwise_gradient_samples(model: StackedModel, inputs: torch.Tensor, target
         flat = torch.cat([g.reshape(samples, -1) for g in lane_grads], dim=1)
         total = flat if total is None else total + flat
     return total
+
+
+def recurrent_gradient_vector(model: StackedModel, gradients: dict[str, torch.Tensor]) -> torch.Tensor:
+    """θ_rec's entries of a {name: gradient} dict (:func:`layerwise_gradient`, :func:`stack_true_gradient`),
+    flattened in the order of ``model.recurrent_parameters()``: the columns of
+    :func:`layerwise_gradient_samples`."""
+    names = {id(p): n for n, p in model.named_parameters()}
+    return torch.cat([gradients[names[id(p)]].reshape(-1) for p in model.recurrent_parameters()])
 
 
 def parameter_groups(model: StackedModel) -> dict[str, list[str]]:

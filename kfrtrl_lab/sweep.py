@@ -405,6 +405,8 @@ class RunStatus:
     host: str
     job: str
     note: str = ""  # why a run failed, or where a pending run stands
+    #: a running run's steps still to go at its last logged speed, in seconds
+    time_left_s: float | None = None
 
 
 def _main_metric(task: str) -> str:
@@ -453,6 +455,8 @@ def run_status(out: str | os.PathLike, run: PlannedRun, queue: dict | None = Non
     elif summary and summary.get("status") in ("interrupted", "stopped"):
         status.step = summary["steps_done"]
         status.note = f"{summary['status']} at step {summary['steps_done']}; run the sweep again to resume"
+    if status.state == "running" and status.step is not None and status.steps_per_s:
+        status.time_left_s = max(0, run.config["steps"] - status.step) / status.steps_per_s
     return status
 
 
@@ -485,10 +489,21 @@ def sweep_status(spec: Spec) -> list[RunStatus]:
     return [run_status(spec.out, run, queue) for run in spec.runs]
 
 
+def _duration(seconds: float | None) -> str:
+    """'2h05m', '7m', '<1m'; '' for None."""
+    if seconds is None:
+        return ""
+    minutes = round(seconds / 60)
+    if minutes < 1:
+        return "<1m"
+    return f"{minutes // 60}h{minutes % 60:02d}m" if minutes >= 60 else f"{minutes}m"
+
+
 def status_table(statuses: list[RunStatus]) -> str:
-    head = ("run", "state", "step", "last metric", "steps/s", "host", "job", "note")
+    head = ("run", "state", "step", "last metric", "steps/s", "time left", "host", "job", "note")
     rows = [(s.name, s.state, "" if s.step is None else str(s.step), s.metric,
-             "" if s.steps_per_s is None else f"{s.steps_per_s:g}", s.host, s.job, s.note) for s in statuses]
+             "" if s.steps_per_s is None else f"{s.steps_per_s:g}", _duration(s.time_left_s), s.host, s.job, s.note)
+            for s in statuses]
     widths = [max(len(r[i]) for r in [head, *rows]) for i in range(len(head))]
     lines = ["  ".join(c.ljust(w) for c, w in zip(r, widths)).rstrip() for r in [head, *rows]]
     counts = {state: sum(s.state == state for s in statuses) for state in STATES}

@@ -24,7 +24,7 @@ from pathlib import Path
 
 import torch
 
-from .cells import CELLS, check_cell_name, make_cell
+from .cells import CELLS, LRU, check_cell_name, make_cell
 from .estimators import NonFiniteError, load_plugin, make_estimator, parse_method
 from .estimators.base import diagonal_methods
 from .model import RecurrentModel
@@ -80,6 +80,11 @@ class RunConfig:
                        "cell -> GLU -> residual, readout) learned layer-wise online, --method in every layer",
                        default=1)
     width: int | None = _opt("a stack's residual width d (--layers >= 2; default: --hidden)", default=None)
+    lru_r_min: float = _opt("lru: |λ| of the eigenvalues starts uniform on the ring [r_min, r_max] (the LRU paper's "
+                            "long memory: 0.9 to 0.999)", default=0.0)
+    lru_r_max: float = _opt("lru: the ring's outer radius (see --lru-r-min)", default=1.0)
+    lru_max_phase: float = _opt("lru: the eigenvalues' phases start uniform on [0, max_phase] (a small range, "
+                                "e.g. 0.314 ≈ π/10, starts every unit rotating slowly)", default=6.28)
 
     def __post_init__(self):
         # names first: a typo must not cost a data download
@@ -105,6 +110,14 @@ class RunConfig:
         if self.layers > 1 and (method_cls.flushes_at_sequence_end or self.method.startswith("tbptt")):
             raise ValueError(f"--layers {self.layers} learns the stack layer-wise online, which needs an influence "
                              f"estimate in every layer; --method {self.method} backpropagates through time")
+        lru_options = {name: getattr(self, name) for name in LRU_OPTIONS}
+        if getattr(CELLS[self.cell], "diagonal", False):
+            LRU.check_init(*lru_options.values())
+        else:
+            for name, value in lru_options.items():
+                if value != next(f.default for f in dataclasses.fields(RunConfig) if f.name == name):
+                    raise ValueError(f"--{name.replace('_', '-')} sets the LRU's initial eigenvalues; --cell "
+                                     f"{self.cell} does not read it (got {value!r})")
         for name in ("threads", "reset_every", "width"):
             if getattr(self, name) is not None:
                 _positive_int(name, getattr(self, name))
@@ -126,6 +139,17 @@ class RunConfig:
             raise ValueError(f"checkpoint_minutes must be positive, got {self.checkpoint_minutes!r}")
         check_device(self.device)
         task_cls.check_config(self, aligned=method_cls.flushes_at_sequence_end)
+
+
+#: RunConfig fields that go to the LRU cell (as its r_min, r_max, max_phase)
+LRU_OPTIONS = ("lru_r_min", "lru_r_max", "lru_max_phase")
+
+
+def cell_options(config: "RunConfig") -> dict:
+    """The keyword arguments ``config`` gives its cell: the LRU's initial eigenvalues, nothing for the others."""
+    if not getattr(CELLS[config.cell], "diagonal", False):
+        return {}
+    return {name.removeprefix("lru_"): getattr(config, name) for name in LRU_OPTIONS}
 
 
 #: Settings a resumed run may change: they do not change what is computed (``threads`` may
@@ -196,7 +220,7 @@ def estimate_memory(config: RunConfig) -> dict:
     task_cls = TASKS[config.task]
     return run_memory(config.method, config.cell, *task_cls.config_sizes(config), config.hidden,
                       config.batch, task_bytes=task_cls.buffer_bytes(config), layers=config.layers,
-                      width=config.width)
+                      width=config.width, device=config.device)
 
 
 def available_memory(device: str) -> int | None:
@@ -258,9 +282,10 @@ def build_model(config: RunConfig, input_size: int, output_size: int) -> Recurre
     """The single-layer model (``layers`` 1), or a stack of ``layers`` cells of ``hidden`` units at
     residual width ``width`` (default ``hidden``)."""
     if config.layers == 1:
-        return RecurrentModel(make_cell(config.cell, input_size, config.hidden), output_size)
+        return RecurrentModel(make_cell(config.cell, input_size, config.hidden, **cell_options(config)), output_size)
     width = config.hidden if config.width is None else config.width
-    return make_stack(config.cell, input_size, output_size, config.layers, width, config.hidden)
+    return make_stack(config.cell, input_size, output_size, config.layers, width, config.hidden,
+                      cell_options=cell_options(config))
 
 
 @dataclass

@@ -288,6 +288,32 @@ def test_a_kronecker_method_with_the_lru_is_refused_before_the_run(tmp_path):
         RunConfig(task="copy", cell="lru", method="kf-rtrl")
 
 
+def test_train_sets_the_lru_rings_from_its_options(tmp_path, capsys):
+    from kfrtrl_lab.__main__ import main
+    from kfrtrl_lab.train import RunConfig, build
+
+    for layers in (1, 2):
+        config = RunConfig(task="copy", cell="lru", method="rtrl", hidden=64, batch=2, layers=layers,
+                           lru_r_min=0.9, lru_r_max=0.999, lru_max_phase=0.314)
+        model = build(config)[0]
+        for cell in ([model.cell] if layers == 1 else list(model.cells)):
+            lam = cell.eigenvalues()
+            assert (lam.abs() >= 0.9 - 1e-6).all() and (lam.abs() <= 0.999 + 1e-6).all()
+            assert (lam.angle().abs() <= 0.314 + 1e-6).all()
+    with pytest.raises(ValueError, match="0 <= r_min < r_max <= 1, got r_min=0.99, r_max=0.9"):
+        RunConfig(task="copy", cell="lru", method="rtrl", lru_r_min=0.99, lru_r_max=0.9)
+    with pytest.raises(ValueError, match="--lru-r-min sets the LRU's initial eigenvalues; --cell rhn does not read it"):
+        RunConfig(task="copy", cell="rhn", lru_r_min=0.5)
+    out = tmp_path / "ring"
+    args = ["train", "copy", "--cell", "lru", "--method", "rtrl", "--hidden", "8", "--batch", "2", "--steps", "20",
+            "--lru-r-min", "0.5", "--lru-r-max", "0.6", "--out", str(out), "--no-progress"]
+    assert main(args) == 0
+    saved = torch.load(out / "checkpoint.pt", weights_only=False)["config"]
+    assert (saved["lru_r_min"], saved["lru_r_max"], saved["lru_max_phase"]) == (0.5, 0.6, 6.28)
+    assert main(["train", "copy", "--out", str(out), "--resume", "--steps", "30", "--no-progress"]) == 0
+    capsys.readouterr()
+
+
 # -- the LRU paper's copy task (copy-pad) ------------------------------------------------------------
 def test_padded_copy_sequences_follow_the_official_layout():
     from kfrtrl_lab.tasks import PaddedCopyTask
@@ -330,13 +356,6 @@ def test_the_lru_trains_on_copy_pad(tmp_path, method):
                        pad_length=1, steps=240, log_every=40, lr=3e-2)
     assert state["model"]["readout"].shape == (4, 5)  # [y_t, 1]: H = bits + 1 = 3, plus the bias; 2^2 + 1 classes
     assert rows[-1]["loss_bits"] < 0.8 * rows[0]["loss_bits"] and rows[-1]["recall_bits"] is not None
-
-
-def test_certify_says_why_it_does_not_cover_the_lru(tmp_path):
-    from kfrtrl_lab.notebook.certificate import certify
-
-    with pytest.raises(ValueError, match="Kronecker-class cells.*tests/test_lru.py.*step_cost.py"):
-        certify("rtrl", tmp_path, cell="lru")
 
 
 def test_ptb_scoring_and_sampling_read_the_lru_output():

@@ -343,6 +343,24 @@ def test_memory_estimate_counts_the_state_model_and_task():
     assert need["total"] == sum(v for k, v in need.items() if k != "total")
 
 
+def test_memory_estimate_holds_the_buffers_of_the_device_it_is_for():
+    # OK-r's work block of A's is sized to a CPU's cache, but is the whole batch on a GPU; a CPU
+    # also keeps a table of finiteness sums. The estimate for each device counts that device's buffers.
+    from kfrtrl_lab.measure import run_memory, state_bytes
+
+    torch.manual_seed(0)
+    model = kl.RecurrentModel(kl.RHN(4, 128), 4)
+    real = kl.make_estimator("ok-4", model, 16, seed=0)
+    assert real._block < 16  # the CPU's block is part of the batch at this size
+    cpu = run_memory("ok-4", "rhn", 4, 4, 128, 16)
+    assert cpu["estimator_state"] == 2 * state_bytes(real)
+    gpu = run_memory("ok-4", "rhn", 4, 4, 128, 16, device="cuda")
+    pairs = real._M.numel() * real._M.element_size()  # the A's of all lanes
+    block = real._A_block.numel() * real._A_block.element_size()
+    table = real._finite_rows.numel() * real._finite_rows.element_size()
+    assert gpu["estimator_state"] == cpu["estimator_state"] + 2 * (pairs - block - table)
+
+
 # -- 9: plugins cannot replace a method ----------------------------------------------------------------
 
 def test_a_plugin_cannot_take_the_name_of_an_existing_method():

@@ -216,7 +216,7 @@ def test_a_run_folder_belongs_to_its_owner(tmp_path):
     spec = sweep.load_spec(write_spec(tmp_path, TINY.format(steps=20, methods='["uoro"]')), tmp_path / "out")
     (run,) = spec.runs
     folder = run.folder(spec.out)
-    folder.mkdir(parents=True)
+    folder.mkdir(parents=True, exist_ok=True)
     (folder / "run.lock").write_text(json.dumps({"owner": "slurm-41", "host": os.uname().nodename,
                                                  "pid": os.getpid(), "since": "earlier"}))
     with pytest.raises(FileExistsError, match="slurm-41"):
@@ -268,9 +268,16 @@ def test_slurm_states_come_from_the_queue_when_it_answers(tmp_path):
     assert sweep.run_status(spec.out, run, {"7_0": ("PENDING", "")}).state == "pending"
     running = sweep.run_status(spec.out, run, {"7_0": ("RUNNING", "gpu12")})
     assert (running.state, running.host, running.job) == ("running", "gpu12", "7_0")
+    # with a metrics line: the time left at the logged speed (20 steps, 5 done at 0.05 steps/s: 300 s)
+    run.folder(spec.out).mkdir(parents=True)
+    (run.folder(spec.out) / "metrics.jsonl").write_text(json.dumps({"step": 5, "loss_bits": 1.0, "steps_per_s": 0.05}))
+    running = sweep.run_status(spec.out, run, {"7_0": ("RUNNING", "gpu12")})
+    assert running.time_left_s == pytest.approx(300) and " 5m " in sweep.status_table([running]).splitlines()[1]
+    assert sweep.run_status(spec.out, run, {"7_0": ("PENDING", "")}).time_left_s is None
+    (run.folder(spec.out) / "metrics.jsonl").unlink()
     # a lock left by a job on a node that died: the queue, which no longer lists the job, decides
     folder = run.folder(spec.out)
-    folder.mkdir(parents=True)
+    folder.mkdir(parents=True, exist_ok=True)
     (folder / "run.lock").write_text(json.dumps({"owner": "slurm-7_0", "host": "gpu12", "pid": 1}))
     gone = sweep.run_status(spec.out, run, {})
     assert gone.state == "failed" and "left the queue" in gone.note

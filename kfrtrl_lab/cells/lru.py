@@ -48,10 +48,7 @@ class LRU(nn.Module):
         for name, v in (("input_size", input_size), ("hidden_size", hidden_size)):
             if not isinstance(v, int) or isinstance(v, bool) or v < 1:
                 raise ValueError(f"{name} must be a positive int, got {v!r}")
-        if not (isinstance(r_min, (int, float)) and isinstance(r_max, (int, float)) and 0 <= r_min < r_max <= 1):
-            raise ValueError(f"the eigenvalue ring needs 0 <= r_min < r_max <= 1, got r_min={r_min!r}, r_max={r_max!r}")
-        if not (isinstance(max_phase, (int, float)) and max_phase > 0):
-            raise ValueError(f"max_phase must be positive, got {max_phase!r}")
+        self.check_init(r_min, r_max, max_phase)
         self.input_size, self.hidden_size = input_size, hidden_size
         self.r_min, self.r_max, self.max_phase = float(r_min), float(r_max), float(max_phase)
         N, H = hidden_size, input_size
@@ -70,6 +67,15 @@ class LRU(nn.Module):
         self.C_re = nn.Parameter(torch.randn(H, N) / math.sqrt(N))
         self.C_im = nn.Parameter(torch.randn(H, N) / math.sqrt(N))
         self.D = nn.Parameter(torch.randn(H))
+
+    @staticmethod
+    def check_init(r_min, r_max, max_phase) -> None:
+        """ValueError unless the initial eigenvalues' ring and phase range are valid:
+        0 <= r_min < r_max <= 1 and max_phase > 0."""
+        if not (isinstance(r_min, (int, float)) and isinstance(r_max, (int, float)) and 0 <= r_min < r_max <= 1):
+            raise ValueError(f"the eigenvalue ring needs 0 <= r_min < r_max <= 1, got r_min={r_min!r}, r_max={r_max!r}")
+        if not (isinstance(max_phase, (int, float)) and max_phase > 0):
+            raise ValueError(f"max_phase must be positive, got {max_phase!r}")
 
     # -- the layer contract -------------------------------------------------------------
     @property

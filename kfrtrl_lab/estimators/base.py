@@ -23,6 +23,8 @@ operators) and never calls the cell's internals.
 
 from __future__ import annotations
 
+import contextlib
+import contextvars
 import math
 
 import torch
@@ -34,6 +36,27 @@ from ..random import ESTIMATOR, CounterRandom
 
 #: steps whose finiteness sums a CPU estimator keeps before it reads them (see Estimator._record_finite)
 FINITE_ROWS = 256
+
+# the device type whose memory layout an estimator built on torch's meta device takes (the memory
+# estimate lays a run out there, measure.run_memory): a CPU and a GPU keep different work buffers
+_META_LAYOUT = contextvars.ContextVar("meta_layout", default="cpu")
+
+
+@contextlib.contextmanager
+def meta_layout(device_type: str):
+    """Estimators built on the meta device inside this block take ``device_type``'s layout ("cpu",
+    "cuda"): their buffers are the ones a run on that device would hold."""
+    token = _META_LAYOUT.set(torch.device(device_type).type)
+    try:
+        yield
+    finally:
+        _META_LAYOUT.reset(token)
+
+
+def layout_device_type(device: torch.device) -> str:
+    """The device type whose buffers an estimator on ``device`` keeps: its own, or on the meta
+    device the one :func:`meta_layout` names (the CPU's by default)."""
+    return _META_LAYOUT.get() if device.type == "meta" else device.type
 
 
 class NonFiniteError(FloatingPointError):
@@ -110,10 +133,10 @@ class Estimator:
         self._step_counter = torch.zeros((), dtype=torch.long, device=self.device)
         # On the CPU a step only writes its sums into the next row of a table (:meth:`_record_finite`),
         # and the table is read once per check or when it is full; on a GPU each step updates the
-        # record itself, on the device, so that the step stays capturable in a CUDA graph. (Laid out on
-        # torch's meta device too: the memory estimate, measure.run_memory, counts the CPU's table.)
+        # record itself, on the device, so that the step stays capturable in a CUDA graph. (On torch's
+        # meta device, the memory estimate's, as on the device it estimates for: layout_device_type.)
         self._finite_rows = (torch.empty(FINITE_ROWS, 2 * batch_size + 1, device=self.device, dtype=self.dtype)
-                             if self.device.type in ("cpu", "meta") else None)
+                             if layout_device_type(self.device) == "cpu" else None)
         self._rows_written, self._rows_from = 0, 0  # rows since the last fold; the step counter of row 0
         self._bad_recorded = False  # set by the fold when it names a bad step
         self._init_influence()
@@ -404,13 +427,16 @@ class Estimator:
         return f"{type(self).__name__}(method={self.name!r}, batch_size={self.batch_size}, cell={self.cell!r})"
 
 
-def check_inputs(model: RecurrentModel, x, targets, lanes: int | None = None) -> None:
+def check_inputs(model, x, targets, lanes: int | None = None) -> None:
     """Raise ValueError unless ``x`` is (B, m) — or (T, m) with ``lanes`` None, a sequence — in the
-    model's dtype and device and ``targets`` the matching int64 class indices in [0, k)."""
-    if not isinstance(model, RecurrentModel):
-        raise ValueError(f"model must be a kfrtrl_lab.RecurrentModel, got {type(model).__name__}")
+    model's dtype and device and ``targets`` the matching int64 class indices in [0, k). ``model``: a
+    :class:`RecurrentModel` or a stack (:class:`kfrtrl_lab.StackedModel`)."""
+    from ..stack import StackedModel  # the stack is built on the estimators: imported when first needed
+
+    if not isinstance(model, (RecurrentModel, StackedModel)):
+        raise ValueError(f"model must be a kfrtrl_lab.RecurrentModel or StackedModel, got {type(model).__name__}")
     m, k = model.input_size, model.output_size
-    weight = model.cell.recurrent_parameters()[0]
+    weight = next(model.parameters())
     if lanes is None:  # a sequence: rows are time steps
         rows, what, size = "T", "inputs", None
     else:

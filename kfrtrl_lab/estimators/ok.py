@@ -40,7 +40,7 @@ from __future__ import annotations
 import torch
 
 from ..cells.base import D_diagonals_stacked, D_nonzeros_stacked, add_sparse_D
-from .base import rademacher
+from .base import layout_device_type, rademacher
 from .kron_sum import KroneckerSum
 from .registry import register_method
 
@@ -81,7 +81,8 @@ class OK(KroneckerSum):
         self._coef_d = self._zeros(r)
         self._d = self._zeros(c.slots, c.gate_blocks, c.hidden_size)  # D_{t-1}'s nonzeros (CellStep.d)
         per_lane = 2 * r * cols * ns * self._M.element_size()
-        self._block = L if self.device.type != "cpu" else max(1, min(L, self.cache_bytes // per_lane))
+        on_cpu = layout_device_type(self.device) == "cpu"
+        self._block = max(1, min(L, self.cache_bytes // per_lane)) if on_cpu else L
         self._A_block = torch.empty(self._block, r, cols, ns, device=self.device, dtype=self.dtype)
         self._gram_M = self._zeros(r, r)
         self._rows_M = self._zeros(r, cols)  # (∂L_t/∂s_t) M_j, when the cotangent is known in time

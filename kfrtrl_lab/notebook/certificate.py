@@ -8,8 +8,9 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from ..cells import CELLS, check_cell_name
+from ..cells import CELLS, check_cell_name, is_diagonal
 from ..estimators import load_plugin, parse_method
+from ..estimators.base import diagonal_methods
 from .reports import PROFILES, to_html
 
 NOTEBOOK = Path(__file__).with_name("certificate.ipynb")
@@ -26,16 +27,14 @@ def certify(method: str, out: str | Path = "certificates", cell: str = "rhn", pl
     if profile not in PROFILES:
         raise ValueError(f"profile must be one of {PROFILES}, got {profile!r}")
     check_cell_name(cell)
-    if getattr(CELLS[cell], "diagonal", False):
-        # the notebook compares a method with kf-rtrl and uoro and sweeps models built with init_std:
-        # Kronecker-class only. The LRU's exact RTRL has its checks elsewhere.
-        raise ValueError(f"the certificate covers the Kronecker-class cells (rhn, tanh, lstm); for --cell {cell}, "
-                         f"the exactness of rtrl against autograd in float64 is tests/test_lru.py and its cost "
-                         f"against N is section (d) of benchmarks/step_cost.py (--lru-only)")
     if plugin is not None:
         plugin = str(Path(plugin).resolve())
         load_plugin(plugin)
-    parse_method(method)
+    method_cls = parse_method(method)[0]
+    if is_diagonal(CELLS[cell]) and not method_cls.supports_diagonal:
+        raise ValueError(f"method {method!r} needs a Kronecker-class cell (rhn, tanh, lstm); with --cell {cell} "
+                         f"certify one of {', '.join(diagonal_methods())}, or a method whose class sets "
+                         f"supports_diagonal = True")
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     executed = out / f"certificate-{method}-{cell}.ipynb"

@@ -12,25 +12,31 @@ import torch
 
 from ..analysis import gradient_samples, relative_error, true_gradient, unbiasedness_test
 from ..estimators import make_estimator
-from ..cells import RHN, CellStep, make_cell
+from ..cells import CELLS, RHN, CellStep, is_diagonal, make_cell
 from ..measure import loglog_slope, step_cost  # noqa: F401  (the notebooks' cost measurements)
 from ..model import RecurrentModel
 from ..tasks.copy import copy_sequence
 
 
 def random_model(cell: str = "rhn", input_size: int = 4, hidden_size: int = 16, output_size: int = 4,
-                 init_std: float | None = None, seed: int = 0, dtype=torch.float64) -> RecurrentModel:
-    """A seeded random model (``init_std`` None: the cell's default, N(0, 0.01²) for the RHN)."""
+                 init_std: float | None = None, seed: int = 0, dtype=torch.float64, **cell_options) -> RecurrentModel:
+    """A seeded random model (``init_std`` None: the cell's default, N(0, 0.01²) for the RHN). A
+    diagonal cell (``lru``) has no ``init_std``: its initial eigenvalues come from ``cell_options``
+    (the LRU's ``r_min``, ``r_max``, ``max_phase``; default: its official ring)."""
     torch.manual_seed(seed)
-    return RecurrentModel(make_cell(cell, input_size, hidden_size, init_std=init_std), output_size,
+    if is_diagonal(CELLS.get(cell)):
+        if init_std is not None:
+            raise ValueError(f"init_std sets the weights of a Kronecker-class cell; the {cell} cell's eigenvalues are "
+                             f"set by r_min, r_max and max_phase (got init_std={init_std!r})")
+        return RecurrentModel(make_cell(cell, input_size, hidden_size, **cell_options), output_size).to(dtype)
+    return RecurrentModel(make_cell(cell, input_size, hidden_size, init_std=init_std, **cell_options), output_size,
                           init_std=init_std).to(dtype)
 
 
 def random_sequence(model: RecurrentModel, T: int, seed: int = 0):
-    """Gaussian inputs (T, m) and uniform targets (T,) for ``model``."""
+    """Gaussian inputs (T, m) and uniform targets (T,) for ``model`` (the LRU's m is its width H_w)."""
     g = torch.Generator().manual_seed(seed)
-    dtype = model.cell.weight.dtype
-    return (torch.randn(T, model.input_size, generator=g).to(dtype),
+    return (torch.randn(T, model.input_size, generator=g).to(model.readout.dtype),
             torch.randint(0, model.output_size, (T,), generator=g))
 
 
@@ -1505,10 +1511,7 @@ def lru_model(input_size: int = 3, hidden_size: int = 4, output_size: int = 3, r
               r_max: float = 1.0, seed: int = 0, dtype=torch.float64) -> RecurrentModel:
     """A seeded single-layer LRU model (N_u = ``hidden_size`` units, H_w = ``input_size``; |λ| on the
     ring [r_min, r_max]) with its readout, in ``dtype``."""
-    from ..cells import LRU
-
-    torch.manual_seed(seed)
-    return RecurrentModel(LRU(input_size, hidden_size, r_min=r_min, r_max=r_max), output_size).to(dtype)
+    return random_model("lru", input_size, hidden_size, output_size, seed=seed, dtype=dtype, r_min=r_min, r_max=r_max)
 
 
 def lru_rtrl_vs_bptt(hidden_size: int = 8, input_size: int = 4, T: int = 30, r_min: float = 0.9,
@@ -1516,20 +1519,13 @@ def lru_rtrl_vs_bptt(hidden_size: int = 8, input_size: int = 4, T: int = 30, r_m
     """Exact RTRL of one LRU layer by its traces (``rtrl``: e^λ, e^γ, E^B) against BPTT on one random
     sequence, float64: the largest difference over ν_λ, θ_λ, log γ, B_in and the relative error."""
     model = lru_model(input_size, hidden_size, input_size, r_min, r_max, seed=seed)
-    x, y = random_sequence_lru(model, T, seed=seed + 1)
+    x, y = random_sequence(model, T, seed=seed + 1)
     exact = true_gradient(model, x, y)
     traced = gradient_samples(model, x, y, "rtrl", 1)[0]
     return {"N_u": hidden_size, "H_w": input_size, "T": T, "P": exact.numel(),
             "max_abs_error": (traced - exact).abs().max().item(),
             "relative_error": ((traced - exact).norm() / exact.norm()).item(),
             "trace_numbers": hidden_size * (2 + input_size)}
-
-
-def random_sequence_lru(model: RecurrentModel, T: int, seed: int = 0):
-    """Gaussian inputs (T, H_w) and uniform targets (T,) for an LRU ``model``."""
-    g = torch.Generator().manual_seed(seed)
-    return (torch.randn(T, model.cell.input_size, generator=g).to(model.cell.dtype),
-            torch.randint(0, model.output_size, (T,), generator=g))
 
 
 #: the rings of |λ| the lesson offers: the official code's default, a medium memory, the LRU paper's long one

@@ -3,7 +3,7 @@
 ``python -m kfrtrl_lab.notebook.site reports`` turns ``reports/NN_*.ipynb`` (executed by
 :mod:`.reports`; nothing is run again) into ``reports/site/``: a home page with the roadmap (each
 lesson's question, prerequisites and time), one page per lesson, the notation page
-(``docs/notation.md``, a placeholder until it exists) and the equations (``docs/algorithms.md``), a
+(``docs/notation.md``) and the equations (``docs/algorithms.md``), a
 bibliography, a sidebar, previous/next links and search. It is a plain Sphinx build (the Jupyter Book 1 stack: myst-nb with execution off,
 sphinx-book-theme, sphinx-exercise, sphinx-proof, sphinxcontrib-bibtex), so it needs no network:
 MathJax 3 and plotly.js are files of the site (plotly.js once, in ``_static/``, loaded by the pages
@@ -467,13 +467,6 @@ def bibliography_page(lessons: list[tuple[str, str]]) -> str:
 #: the sidebar's order
 DOCS = ("notation", "algorithms")
 
-NOTATION_PLACEHOLDER = """# Notation
-
-The notation page (`docs/notation.md`) is not written yet. Until it is, each lesson defines its
-symbols where it first uses them.
-"""
-
-
 # -- the build ----------------------------------------------------------------------------------------
 
 def sources(reports: Path, src: Path, docs: Path = ROOT / "docs") -> list[str]:
@@ -490,9 +483,12 @@ def sources(reports: Path, src: Path, docs: Path = ROOT / "docs") -> list[str]:
     import plotly
 
     shutil.copy(Path(plotly.__file__).parent / "package_data" / "plotly.min.js", static / "plotly.min.js")
-    # the docs pages: the notation (a placeholder until it is written) and the equations
-    docs_pages = {name: (docs / f"{name}.md").read_text() for name in DOCS if (docs / f"{name}.md").exists()}
-    docs_pages.setdefault("notation", NOTATION_PLACEHOLDER)
+    # the docs pages: the notation and the equations, which every lesson links to
+    missing = [f"{name}.md" for name in DOCS if not (docs / f"{name}.md").exists()]
+    if missing:
+        raise FileNotFoundError(f"the course site carries {', '.join(missing)} from {docs}, which has no such file: "
+                                f"build the site from a checkout of the repository")
+    docs_pages = {name: (docs / f"{name}.md").read_text() for name in DOCS}
     pages = {executed.stem for executed in notebooks(reports)} | set(docs_pages)
     for name, text in docs_pages.items():
         (src / f"{name}.md").write_text(site_links(text, pages))
