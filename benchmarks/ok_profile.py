@@ -53,7 +53,7 @@ def main(argv=None) -> None:
     H = torch.randn(args.batch, args.hidden, args.hidden, generator=g)
     A = torch.randn(args.batch, args.hidden, 2 * args.hidden, generator=g)
     # OK keeps its A's factored (est.At would be a fresh copy): its M buffer has the A's shape and place
-    stack = getattr(est, "_M", None) if hasattr(est, "_M") else getattr(est, "At", None)
+    stack = est._M if hasattr(est, "_M") else getattr(est, "At", None)
     At = stack.view(args.batch, -1, stack.shape[-1]) if stack is not None else None
     out = torch.empty_like(At) if At is not None else None
 

@@ -66,7 +66,7 @@ def run_memory(method: str, cell: str, input_size: int, output_size: int, hidden
     is not counted (a few activations per layer, small beside an influence estimate). ``device``: the
     device the run is for, whose work buffers differ (OK-r holds a block of A's sized to a CPU's cache,
     a whole batch of them on a GPU; a CPU keeps a table of finiteness sums)."""
-    with torch.device("meta"), meta_layout(torch.device(device).type):
+    with torch.device("meta"), meta_layout(device):
         try:
             if layers == 1:
                 model = RecurrentModel(make_cell(cell, input_size, hidden_size), output_size)

@@ -405,8 +405,14 @@ class RunStatus:
     host: str
     job: str
     note: str = ""  # why a run failed, or where a pending run stands
-    #: a running run's steps still to go at its last logged speed, in seconds
-    time_left_s: float | None = None
+    target: int | None = None  # the steps the run is to reach
+
+    @property
+    def time_left_s(self) -> float | None:
+        """A running run's steps still to go at its last logged speed, in seconds."""
+        if self.state != "running" or self.step is None or not self.steps_per_s or self.target is None:
+            return None
+        return max(0, self.target - self.step) / self.steps_per_s
 
 
 def _main_metric(task: str) -> str:
@@ -428,7 +434,7 @@ def run_status(out: str | os.PathLike, run: PlannedRun, queue: dict | None = Non
     summary = _read_summary(folder)
     job = str(record.get("job_id") or "")
     status = RunStatus(run.name, "pending", last.get("step"), value, last.get("steps_per_s"),
-                       record.get("host", ""), job)
+                       record.get("host", ""), job, target=run.config["steps"])
     done = _done(summary, run.config["steps"])
     lock = read_lock(folder) or {}
     here = lock.get("host") == socket.gethostname()
@@ -455,8 +461,6 @@ def run_status(out: str | os.PathLike, run: PlannedRun, queue: dict | None = Non
     elif summary and summary.get("status") in ("interrupted", "stopped"):
         status.step = summary["steps_done"]
         status.note = f"{summary['status']} at step {summary['steps_done']}; run the sweep again to resume"
-    if status.state == "running" and status.step is not None and status.steps_per_s:
-        status.time_left_s = max(0, run.config["steps"] - status.step) / status.steps_per_s
     return status
 
 

@@ -24,7 +24,7 @@ from pathlib import Path
 
 import torch
 
-from .cells import CELLS, LRU, check_cell_name, make_cell
+from .cells import CELLS, LRU, check_cell_name, is_diagonal, make_cell
 from .estimators import NonFiniteError, load_plugin, make_estimator, parse_method
 from .estimators.base import diagonal_methods
 from .model import RecurrentModel
@@ -110,14 +110,13 @@ class RunConfig:
         if self.layers > 1 and (method_cls.flushes_at_sequence_end or self.method.startswith("tbptt")):
             raise ValueError(f"--layers {self.layers} learns the stack layer-wise online, which needs an influence "
                              f"estimate in every layer; --method {self.method} backpropagates through time")
-        lru_options = {name: getattr(self, name) for name in LRU_OPTIONS}
-        if getattr(CELLS[self.cell], "diagonal", False):
-            LRU.check_init(*lru_options.values())
+        if is_diagonal(CELLS[self.cell]):
+            LRU.check_init(**cell_options(self))
         else:
-            for name, value in lru_options.items():
-                if value != next(f.default for f in dataclasses.fields(RunConfig) if f.name == name):
-                    raise ValueError(f"--{name.replace('_', '-')} sets the LRU's initial eigenvalues; --cell "
-                                     f"{self.cell} does not read it (got {value!r})")
+            for f in dataclasses.fields(RunConfig):
+                if f.name in LRU_OPTIONS and getattr(self, f.name) != f.default:
+                    raise ValueError(f"--{f.name.replace('_', '-')} sets the LRU's initial eigenvalues; --cell "
+                                     f"{self.cell} does not read it (got {getattr(self, f.name)!r})")
         for name in ("threads", "reset_every", "width"):
             if getattr(self, name) is not None:
                 _positive_int(name, getattr(self, name))
@@ -147,7 +146,7 @@ LRU_OPTIONS = ("lru_r_min", "lru_r_max", "lru_max_phase")
 
 def cell_options(config: "RunConfig") -> dict:
     """The keyword arguments ``config`` gives its cell: the LRU's initial eigenvalues, nothing for the others."""
-    if not getattr(CELLS[config.cell], "diagonal", False):
+    if not is_diagonal(CELLS[config.cell]):
         return {}
     return {name.removeprefix("lru_"): getattr(config, name) for name in LRU_OPTIONS}
 

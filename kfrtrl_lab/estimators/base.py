@@ -43,10 +43,10 @@ _META_LAYOUT = contextvars.ContextVar("meta_layout", default="cpu")
 
 
 @contextlib.contextmanager
-def meta_layout(device_type: str):
-    """Estimators built on the meta device inside this block take ``device_type``'s layout ("cpu",
-    "cuda"): their buffers are the ones a run on that device would hold."""
-    token = _META_LAYOUT.set(torch.device(device_type).type)
+def meta_layout(device: str):
+    """Estimators built on the meta device inside this block take the layout of ``device``'s type
+    ("cpu", "cuda:1", …): their buffers are the ones a run on that device would hold."""
+    token = _META_LAYOUT.set(torch.device(device).type)
     try:
         yield
     finally:
@@ -431,10 +431,11 @@ def check_inputs(model, x, targets, lanes: int | None = None) -> None:
     """Raise ValueError unless ``x`` is (B, m) — or (T, m) with ``lanes`` None, a sequence — in the
     model's dtype and device and ``targets`` the matching int64 class indices in [0, k). ``model``: a
     :class:`RecurrentModel` or a stack (:class:`kfrtrl_lab.StackedModel`)."""
-    from ..stack import StackedModel  # the stack is built on the estimators: imported when first needed
+    if not isinstance(model, RecurrentModel):
+        from ..stack import StackedModel  # built on the estimators: imported here, off a single model's step
 
-    if not isinstance(model, (RecurrentModel, StackedModel)):
-        raise ValueError(f"model must be a kfrtrl_lab.RecurrentModel or StackedModel, got {type(model).__name__}")
+        if not isinstance(model, StackedModel):
+            raise ValueError(f"model must be a kfrtrl_lab.RecurrentModel or StackedModel, got {type(model).__name__}")
     m, k = model.input_size, model.output_size
     weight = next(model.parameters())
     if lanes is None:  # a sequence: rows are time steps
